@@ -324,3 +324,26 @@ def test_classic_vgg16_recipe_architecture() -> None:
     dense = [layer for layer in built.head.layers if isinstance(layer, keras.layers.Dense)]
     assert [(d.units, d.activation.__name__) for d in dense] == [(256, "relu"), (4, "softmax")]
     assert not any(isinstance(layer, keras.layers.Dropout) for layer in built.head.layers)
+
+
+def test_out_of_memory_retries_once_at_half_batch(
+    data_root: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import tensorflow as tf
+
+    from worker.training import trainer
+
+    seen: list[int] = []
+
+    def fake_run(self: Any) -> Any:
+        seen.append(self.batch_size)
+        if len(seen) == 1:
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+        return self.notes
+
+    monkeypatch.setattr(trainer.JobRun, "run", fake_run)
+    notes = train(
+        image_spec(hyperparameters={"batch_size": 16}), DataSource("image_folders", data_root), None, tmp_path
+    )
+    assert seen == [16, 8]
+    assert notes == ["out of memory: retried once with batch size 8"]
