@@ -146,7 +146,7 @@ class JobRun:
     # -- main ---------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         spec = self.spec
-        seed_everything(spec.seed)
+        seed_everything(spec.seed, spec.hyperparameters.deterministic_ops)
         strategy, device_notes = configure_devices(spec.hyperparameters.mixed_precision)
         self.notes.extend(n for n in device_notes if n not in self.notes)
         try:
