@@ -1,8 +1,9 @@
 """Training throughput of the engine vs a plain hand-written Keras script doing the same fine-tune
 (MobileNetV2 at 96x96, all layers trainable, Adam, batch 32, validation every epoch), side by side in one run.
-Each side runs in its own process; the first epoch (tracing) is left out of images/s.
+Each side runs in its own process, alternating, best of ``--repeats``; the first epoch (tracing) is left
+out of images/s. Both sides must end with the same loss: they do the same computation.
 
-    python bench/engine_throughput.py [--per-class 100] [--size 96] [--epochs 3]
+    python bench/engine_throughput.py [--per-class 100] [--size 96] [--epochs 3] [--repeats 2]
 
 Target: engine images/s >= 0.95 x the plain script's.
 """
@@ -107,6 +108,7 @@ def main() -> None:
     p.add_argument("--per-class", type=int, default=100)
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--data")
     p.add_argument("--splits")
     p.add_argument("--base")
