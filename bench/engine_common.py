@@ -115,9 +115,17 @@ def plain_model(base_path: Path, num_classes: int, base_trainable: bool) -> Any:
 
 
 class EpochTimer:
+    """Wall-clock and process CPU time at each epoch end. On a shared machine the CPU time (all threads
+    of this process) is the steadier measure: other processes' load shows in wall time only."""
+
     def __init__(self) -> None:
         self.t0 = time.perf_counter()
         self.ends: list[float] = []
+        self.cpu_ends: list[float] = []
+
+    def mark(self) -> None:
+        self.ends.append(time.perf_counter() - self.t0)
+        self.cpu_ends.append(time.process_time())
 
     def keras_callback(self) -> Any:
         import keras
@@ -126,7 +134,7 @@ class EpochTimer:
 
         class _CB(keras.callbacks.Callback):
             def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-                timer.ends.append(time.perf_counter() - timer.t0)
+                timer.mark()
 
         return _CB()
 
