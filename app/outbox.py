@@ -1,0 +1,36 @@
+"""Side effects that must follow a commit (enqueueing a job, a webhook).
+
+``after_commit(session, fn)`` queues ``fn`` on the session; it runs only once the transaction
+commits, and is dropped on rollback. Lost sends are repaired by the periodic sweep, which
+re-enqueues queued jobs that were never picked up.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+log = logging.getLogger("transferlab.outbox")
+_KEY = "transferlab_after_commit"
+
+
+def after_commit(session: Session, fn: Callable[[], None]) -> None:
+    session.info.setdefault(_KEY, []).append(fn)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit(session: Session) -> None:
+    pending: list[Callable[[], None]] = session.info.pop(_KEY, [])
+    for fn in pending:
+        try:
+            fn()
+        except Exception:  # the sweep re-sends whatever failed here
+            log.exception("after-commit side effect failed; the sweep will retry it")
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_on_rollback(session: Session) -> None:
+    session.info.pop(_KEY, None)
