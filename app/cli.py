@@ -109,6 +109,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the parent dies, even by SIGKILL (Linux prctl)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     settings = get_settings()
     _db_upgrade(settings)
@@ -119,7 +129,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
         print(f"    {key}")
         print(f"Use it as:  curl -H 'Authorization: Bearer <key>' http://{args.host}:{args.port}/v1/datasets")
         print("=" * 72, flush=True)
-    worker = subprocess.Popen(worker_argv(None, 1, "INFO"))
+    # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into SystemExit so the
+    # worker below is always stopped with the API.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    worker = subprocess.Popen(worker_argv(None, 1, "INFO"), preexec_fn=_die_with_parent)
     try:
         return _uvicorn(settings, args.host, args.port)
     finally:

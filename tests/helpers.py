@@ -22,8 +22,9 @@ def image_bytes(color: tuple[int, int, int], size: int = 16, seed: int = 0, fmt:
     return buf.getvalue()
 
 
-def image_zip(classes: dict[str, tuple[int, int, int]] | None = None, per_class: int = 12, size: int = 16,
-              root: str = "") -> bytes:
+def image_zip(
+    classes: dict[str, tuple[int, int, int]] | None = None, per_class: int = 12, size: int = 16, root: str = ""
+) -> bytes:
     classes = classes or {k: COLORS[k] for k in ("red", "blue")}
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:

@@ -16,6 +16,20 @@ from tests.conftest import REPO_ROOT
 from tests.helpers import COLORS, TINY_IMAGE_SPEC, image_bytes, image_zip, wait_for_job
 
 
+def _processes_with_env(marker: str) -> list[int]:
+    """PIDs whose environment contains ``marker`` (Linux /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if marker.encode() in f.read():
+                        pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -31,7 +45,10 @@ def test_dev_command_runs_the_thin_path_embedded(tmp_path):
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "dev", "--port", str(port)],
-            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -56,18 +73,22 @@ def test_dev_command_runs_the_thin_path_embedded(tmp_path):
             ready = client.get("/readyz").json()
             assert ready["checks"]["broker"] == "ok"
             up = client.post(
-                "/v1/datasets", headers=headers,
-                files={"file": ("c.zip", image_zip(per_class=10), "application/zip")}, data={"name": "c"},
+                "/v1/datasets",
+                headers=headers,
+                files={"file": ("c.zip", image_zip(per_class=10), "application/zip")},
+                data={"name": "c"},
             )
             assert up.status_code == 201, up.text
             job = client.post(
-                "/v1/jobs", headers=headers,
+                "/v1/jobs",
+                headers=headers,
                 json={"dataset_id": up.json()["id"], "model_name": "embedded", "spec": TINY_IMAGE_SPEC},
             ).json()
             done = wait_for_job(client, job["id"], headers)
             assert done["state"] == "succeeded", (done, log_path.read_text()[-4000:])
             pred = client.post(
-                "/v1/models/embedded/predict", headers=headers,
+                "/v1/models/embedded/predict",
+                headers=headers,
                 files={"files": ("x.png", image_bytes(COLORS["red"]), "image/png")},
             )
             assert pred.status_code == 200, pred.text
@@ -78,11 +99,19 @@ def test_dev_command_runs_the_thin_path_embedded(tmp_path):
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+    marker = f"TL_DATA_DIR={tmp_path / 'data'}"
+    deadline = time.monotonic() + 30
+    while _processes_with_env(marker) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _processes_with_env(marker), "the dev command left its worker running"
     # A second start must not print a new admin key.
     with (tmp_path / "dev2.log").open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "dev", "--port", str(_free_port())],
-            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         time.sleep(6)
@@ -90,3 +119,7 @@ def test_dev_command_runs_the_thin_path_embedded(tmp_path):
         proc.terminate()
         proc.wait(timeout=30)
     assert "admin API key" not in (tmp_path / "dev2.log").read_text()
+    deadline = time.monotonic() + 30
+    while _processes_with_env(marker) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _processes_with_env(marker), "the dev command left its worker running"
