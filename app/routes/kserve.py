@@ -9,8 +9,10 @@ model), or UINT8 / FP32 pixels shaped [N, H, W, 3]; JSON data or the binary tens
 
 from __future__ import annotations
 
+import gzip
 import json
 import struct
+import zlib
 from typing import Annotated, Any
 
 import numpy as np
@@ -141,7 +143,7 @@ def _flatten(data: Any) -> list[Any]:
 
 def _decode_input(tensor: dict[str, Any], binary: bytes | None, ref: ModelRef) -> Any:
     name = str(tensor.get("name", "input"))
-    item = f"input '{name}'"
+    item = f"input {name}"
     datatype, shape = tensor.get("datatype"), tensor.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape) or not shape:
         raise BadRequest(f"{item}: 'shape' must be a non-empty list of non-negative integers")
@@ -246,7 +248,16 @@ def _response(header: dict[str, Any], ref: ModelRef, probs: np.ndarray) -> Respo
 async def _infer(request: Request, session: Any, principal: Principal, name: str, version: str | None) -> Response:
     row, _ = registry.resolve(session, principal, name, version=version)
     ref = registry.to_ref(row, principal.project_name)
-    header, rest = _split_body(await request.body(), request.headers.get(HEADER_LENGTH))
+    raw = await request.body()
+    encoding = request.headers.get("content-encoding", "").lower()
+    try:
+        if encoding == "gzip":
+            raw = gzip.decompress(raw)
+        elif encoding == "deflate":
+            raw = zlib.decompress(raw)
+    except (OSError, zlib.error) as exc:
+        raise BadRequest(f"the request body is not valid {encoding} data") from exc
+    header, rest = _split_body(raw, request.headers.get(HEADER_LENGTH))
     batch = _read_inputs(header, rest, ref)
     predictor: Predictor = request.app.state.predictor
     probs, _ = await predictor.predict(ref, check_backend(ref, None), batch, "v2")
