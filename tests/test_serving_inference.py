@@ -175,3 +175,36 @@ def test_metrics_count_requests_per_model(client, admin_headers):
     counts = [ln for ln in text.splitlines() if ln.startswith("tl_inference_latency_seconds_count{")]
     assert any('model="metered"' in ln and ln.endswith(" 2.0") for ln in counts)
     assert "tl_model_cache_bytes" in text
+
+
+def test_batch_prediction_over_a_dataset(client, admin_headers, live_worker):
+    import csv
+    import io
+    import json
+    import time
+
+    from tests.helpers import image_zip
+
+    register_image_model()
+    upload = client.post(
+        "/v1/datasets", headers=admin_headers, data={"name": "colors"},
+        files={"file": ("c.zip", image_zip({k: COLORS[k] for k in ("red", "blue")}, per_class=3, size=8),
+                        "application/zip")},
+    )
+    assert upload.status_code == 201, upload.text
+    created = client.post("/v1/models/colors/batch-predictions", headers=admin_headers,
+                          json={"dataset_id": upload.json()["id"], "top_k": 2})
+    assert created.status_code == 202, created.text
+    batch_id = created.json()["id"]
+    deadline = time.monotonic() + 120
+    while (state := client.get(f"/v1/batch-predictions/{batch_id}", headers=admin_headers).json())["state"] in (
+        "queued", "running"
+    ):
+        assert time.monotonic() < deadline, live_worker.log_tail()
+        time.sleep(0.3)
+    assert state["state"] == "succeeded", (state, live_worker.log_tail())
+    assert state["num_items"] == 6
+    rows = [json.loads(line) for line in client.get(state["results"]["jsonl"], headers=admin_headers).text.splitlines()]
+    assert all(r["label"] == r["true_label"] for r in rows) and len(rows[0]["top"]) == 2
+    table = list(csv.DictReader(io.StringIO(client.get(state["results"]["csv"], headers=admin_headers).text)))
+    assert len(table) == 6 and {"item", "true_label", "predicted_label", "p_red"} <= set(table[0])
