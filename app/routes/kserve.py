@@ -248,6 +248,7 @@ def _response(header: dict[str, Any], ref: ModelRef, probs: np.ndarray) -> Respo
 async def _infer(request: Request, session: Any, principal: Principal, name: str, version: str | None) -> Response:
     row, _ = registry.resolve(session, principal, name, version=version)
     ref = registry.to_ref(row, principal.project_name)
+    session.commit()  # end the (read-only) transaction: no database lock held during inference
     raw = await request.body()
     encoding = request.headers.get("content-encoding", "").lower()
     try:

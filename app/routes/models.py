@@ -257,6 +257,7 @@ async def _predict(
     row, via = registry.resolve(session, principal, name, version=version, alias=alias)
     ref = registry.to_ref(row, principal.project_name)
     chosen = check_backend(ref, backend)
+    session.commit()  # end the (read-only) transaction: no database lock held during inference
     inputs = await _read_inputs(request, ref.signature)
     if len(inputs) > MAX_ITEMS:
         raise BadRequest(f"{len(inputs)} items in one request; at most {MAX_ITEMS}")

@@ -72,6 +72,7 @@ def _batch(body: Any, ref: ModelRef) -> tuple[Any, str]:
 async def _predict(request: Request, session: Any, principal: Principal, name: str, version: str | None) -> Any:
     row, _ = registry.resolve(session, principal, name, version=version)
     ref = registry.to_ref(row, principal.project_name)
+    session.commit()  # end the (read-only) transaction: no database lock held during inference
     try:
         body = await request.json()
     except ValueError as exc:
