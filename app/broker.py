@@ -13,6 +13,7 @@ from celery import Celery
 from app.config import Settings, get_settings
 
 RUN_JOB_TASK = "transferlab.run_job"
+BATCH_PREDICT_TASK = "transferlab.batch_predict"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -72,6 +73,10 @@ def enqueue_job(settings: Settings, job_id: str, queue: str | None = None, prior
     celery_client(settings).send_task(
         RUN_JOB_TASK, args=[job_id], queue=queue or settings.default_queue, priority=priority
     )
+
+
+def enqueue_batch_prediction(settings: Settings, batch_id: str) -> None:
+    celery_client(settings).send_task(BATCH_PREDICT_TASK, args=[batch_id], queue=settings.io_queue)
 
 
 def broker_reachable(settings: Settings) -> str | None:

@@ -98,7 +98,7 @@ def worker_argv(queues: str | None, concurrency: int, loglevel: str) -> list[str
         "--loglevel",
         loglevel,
         "-Q",
-        queues or settings.default_queue,
+        queues or f"{settings.default_queue},{settings.io_queue}",
     ]
     return argv
 

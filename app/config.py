@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,6 +24,7 @@ class Settings(BaseSettings):
         default=None, description="Local artifact store root; data_dir/artifacts if unset."
     )
     default_queue: str = "transferlab"
+    io_queue: str = Field(default="", description="Queue for I/O tasks (batch prediction); default_queue + '.io'.")
     max_upload_bytes: int = 2 * 1024**3
     max_uncompressed_bytes: int = 8 * 1024**3
     max_archive_members: int = 200_000
@@ -31,6 +32,18 @@ class Settings(BaseSettings):
     max_image_pixels: int = 64_000_000
     auto_migrate: bool = True
     log_level: str = "INFO"
+    # Serving: the loaded-model cache's memory budget and the dynamic batcher's defaults.
+    model_cache_bytes: int = Field(default=2 * 1024**3, description="Memory budget of the loaded-model cache.")
+    serving_max_batch_size: int = Field(default=32, ge=1, description="Most items run together in one batch.")
+    serving_max_wait_ms: float = Field(
+        default=0.0, ge=0, description="How long a batch waits for more requests; 0 batches only what queued up."
+    )
+
+    @model_validator(mode="after")
+    def _default_io_queue(self) -> Settings:
+        if not self.io_queue:
+            self.io_queue = f"{self.default_queue}.io"
+        return self
 
     @property
     def resolved_database_url(self) -> str:

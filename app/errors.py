@@ -7,11 +7,13 @@ errors) to JSON responses. Anything else reaching the handler is a bug and becom
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("transferlab.errors")
@@ -101,3 +103,22 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(error_body("internal_error", "internal server error"), 500)
+
+
+class ProtocolErrorRoute(APIRoute):
+    """For the KServe V2 and TF Serving routes: errors as those protocols' clients read them,
+    ``{"error": "<message>"}`` (plus ``code``), with the same status codes as everywhere else."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ServiceError as exc:
+                return JSONResponse({"error": exc.detail, "code": exc.code}, exc.status_code)
+            except RequestValidationError as exc:
+                detail = "; ".join(f"{_field_path(e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors())
+                return JSONResponse({"error": detail, "code": "validation_error"}, 422)
+
+        return route

@@ -9,8 +9,9 @@ from app.db import get_engine, get_sessionmaker
 from app.errors import ServiceUnavailable, install_error_handlers
 from app.logging_setup import configure_logging
 from app.migrate import is_at_head, upgrade
-from app.routes import bases, datasets, health, jobs, models
-from app.serving.runtime import ModelCache
+from app.routes import bases, batch_predictions, datasets, health, jobs, kserve, metrics, models, tfserving
+from app.serving.predictor import Predictor
+from app.storage import get_store
 
 
 def prepare_database(settings: Settings) -> None:
@@ -35,9 +36,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = get_engine(settings.resolved_database_url)
     app.state.sessionmaker = get_sessionmaker(settings.resolved_database_url)
-    app.state.model_cache = ModelCache()
+    app.state.predictor = Predictor(settings, get_store(settings))
     install_error_handlers(app)
-    for module in (health, datasets, jobs, models, bases):
+    for module in (health, metrics, datasets, jobs, tfserving, models, kserve, batch_predictions, bases):
         app.include_router(module.router)
     return app
 

@@ -160,3 +160,60 @@ class ModelVersion(Base):
     input_signature: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     artifacts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Per-version serving overrides: {"max_batch_size": int, "max_wait_ms": float}.
+    serving_config: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+BATCH_PREDICTION_STATES = ("queued", "running", "succeeded", "failed")
+
+
+class ModelAlias(Base):
+    """A named pointer (``production``, ``staging``, ...) at one version of a model."""
+
+    __tablename__ = "model_aliases"
+    __table_args__ = (UniqueConstraint("project_id", "model_name", "alias", name="uq_model_aliases"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    model_name: Mapped[str] = mapped_column(String(100))
+    alias: Mapped[str] = mapped_column(String(64))
+    # RESTRICT: a version an alias points at cannot be deleted.
+    version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id", ondelete="RESTRICT"), index=True)
+    updated_by: Mapped[str | None] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ModelAliasEvent(Base):
+    """Every alias move: who, when, from which version number to which (None: unset)."""
+
+    __tablename__ = "model_alias_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    model_name: Mapped[str] = mapped_column(String(100))
+    alias: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(16))
+    from_version: Mapped[int | None] = mapped_column(Integer)
+    to_version: Mapped[int | None] = mapped_column(Integer)
+    actor: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class BatchPrediction(Base):
+    """Predictions over a whole dataset, run as an asynchronous task; results as JSONL and CSV."""
+
+    __tablename__ = "batch_predictions"
+    __table_args__ = (CheckConstraint(_in("state", BATCH_PREDICTION_STATES), name="ck_batch_predictions_state"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    model_version_id: Mapped[str | None] = mapped_column(ForeignKey("model_versions.id", ondelete="SET NULL"))
+    model_name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    backend: Mapped[str] = mapped_column(String(32), default="keras")
+    top_k: Mapped[int] = mapped_column(Integer, default=5)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    num_items: Mapped[int] = mapped_column(Integer, default=0)
+    result_keys: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

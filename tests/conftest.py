@@ -168,7 +168,7 @@ def pytest_sessionfinish(session, exitstatus):  # type: ignore[no-untyped-def]
     try:
         import redis
 
-        redis.Redis.from_url(REDIS_URL).delete(os.environ["TL_DEFAULT_QUEUE"])
+        redis.Redis.from_url(REDIS_URL).delete(os.environ["TL_DEFAULT_QUEUE"], os.environ["TL_DEFAULT_QUEUE"] + ".io")
     except Exception:  # noqa: BLE001
         pass
 

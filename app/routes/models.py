@@ -1,25 +1,62 @@
-"""/v1/models: the registry (list, get, versions) and native predictions."""
+"""/v1/models: the registry (versions, aliases, artifacts) and native predictions.
+
+``GET /v1/models/{name}`` and ``GET /v1/models/{name}/versions/{n}`` are the registry documents and
+also carry TF Serving's ``model_version_status`` list, so TF Serving status clients read them as is.
+Predictions address a version or an alias: ``?version=3`` / ``?alias=staging``, or the path forms
+``/versions/{n}/predict`` and ``/aliases/{alias}/predict``; with neither, the ``production`` alias
+when it is set, else the latest version.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import time
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
 from app.auth import Principal, require
 from app.deps import SessionDep
-from app.errors import BadRequest, UnsupportedMediaType
-from app.schemas.models import ModelVersionOut, PredictResponse
+from app.errors import BadRequest, NotFound, UnsupportedMediaType
+from app.outbox import after_commit
+from app.schemas.models import (
+    AliasEventOut,
+    AliasOut,
+    AliasSet,
+    ModelDoc,
+    ModelVersionDoc,
+    ModelVersionOut,
+    ModelVersionPatch,
+    PredictResponse,
+    VersionStatus,
+)
 from app.services import registry
 from app.serving.inputs import decode_image
+from app.serving.predictor import Predictor, check_backend
+from app.serving.runtime import top_k as rank
 from app.storage import get_store
+from app.tables import ModelVersion
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 ReadPrincipal = Annotated[Principal, Depends(require("read"))]
+WritePrincipal = Annotated[Principal, Depends(require("write"))]
+MAX_ITEMS = 1024
+
+
+def version_doc(row: ModelVersion, aliases: list[str]) -> ModelVersionDoc:
+    base = ModelVersionOut.model_validate(row).model_dump()
+    return ModelVersionDoc(
+        **base,
+        serving_config=dict(row.serving_config or {}),
+        aliases=aliases,
+        model_version_status=[VersionStatus(version=str(row.version))],
+    )
 
 
 @router.get("")
@@ -31,19 +68,149 @@ def list_models(session: SessionDep, principal: ReadPrincipal) -> dict[str, Any]
     return {"items": items, "total": len(items)}
 
 
-@router.get("/{name}")
-def get_model(name: str, session: SessionDep, principal: ReadPrincipal) -> dict[str, Any]:
+@router.get("/{name}", response_model=ModelDoc)
+def get_model(name: str, session: SessionDep, principal: ReadPrincipal) -> ModelDoc:
     versions = registry.list_versions(session, principal, name)
-    return {
-        "name": name,
-        "latest_version": versions[0].version,
-        "versions": [ModelVersionOut.model_validate(v).model_dump(mode="json") for v in versions],
-    }
+    by_version = registry.aliases_by_version(session, principal.project_id, name)
+    docs = [version_doc(v, by_version.get(v.version, [])) for v in versions]
+    return ModelDoc(
+        name=name,
+        latest_version=versions[0].version,
+        aliases={alias: version for version, names in by_version.items() for alias in names},
+        versions=docs,
+        model_version_status=[VersionStatus(version=str(v.version)) for v in versions],
+    )
 
 
-@router.get("/{name}/versions/{version}", response_model=ModelVersionOut)
-def get_version(name: str, version: int, session: SessionDep, principal: ReadPrincipal) -> ModelVersionOut:
-    return ModelVersionOut.model_validate(registry.get_version(session, principal, name, version))
+@router.delete("/{name}", status_code=204)
+def delete_model(name: str, request: Request, session: SessionDep, principal: WritePrincipal) -> Response:
+    for row in registry.delete_model(session, principal, name):
+        _cleanup_after_commit(request, session, row)
+    return Response(status_code=204)
+
+
+@router.get("/{name}/versions/{version}", response_model=ModelVersionDoc)
+def get_version(name: str, version: int, session: SessionDep, principal: ReadPrincipal) -> ModelVersionDoc:
+    row = registry.get_version(session, principal, name, version)
+    return version_doc(row, registry.aliases_by_version(session, principal.project_id, name).get(row.version, []))
+
+
+@router.patch("/{name}/versions/{version}", response_model=ModelVersionDoc)
+def patch_version(
+    name: str, version: int, body: ModelVersionPatch, request: Request, session: SessionDep,
+    principal: WritePrincipal,
+) -> ModelVersionDoc:
+    """Per-version serving overrides (``max_batch_size``, ``max_wait_ms``); the model reloads on next use."""
+    row = registry.update_serving(session, principal, name, version, body.serving.model_dump())
+    predictor: Predictor = request.app.state.predictor
+    version_id = row.id
+    after_commit(session, lambda: predictor.evict_version(version_id))
+    return version_doc(row, registry.aliases_by_version(session, principal.project_id, name).get(row.version, []))
+
+
+def _cleanup_after_commit(request: Request, session: Any, row: ModelVersion) -> None:
+    store = get_store(request.app.state.settings)
+    predictor: Predictor = request.app.state.predictor
+    keys = [a["key"] for a in (row.artifacts or {}).values() if isinstance(a, dict) and a.get("key")]
+    version_id = row.id
+
+    def cleanup() -> None:
+        predictor.evict_version(version_id)
+        for key in keys:
+            store.delete(key)
+
+    after_commit(session, cleanup)
+
+
+@router.delete("/{name}/versions/{version}", status_code=204)
+def delete_version(
+    name: str, version: int, request: Request, session: SessionDep, principal: WritePrincipal
+) -> Response:
+    """409 while an alias points at the version. Its artifacts are removed once the delete commits."""
+    row = registry.delete_version(session, principal, name, version)
+    _cleanup_after_commit(request, session, row)
+    return Response(status_code=204)
+
+
+@router.get("/{name}/versions/{version}/artifacts/{fmt}")
+def download_artifact(
+    name: str, version: int, fmt: str, request: Request, session: SessionDep, principal: ReadPrincipal
+) -> FileResponse:
+    """One exported format as a file; a directory format (SavedModel) comes as a zip."""
+    row = registry.get_version(session, principal, name, version)
+    artifact = (row.artifacts or {}).get(fmt)
+    if not isinstance(artifact, dict) or "key" not in artifact:
+        raise NotFound(f"{name} version {version} has no {fmt!r} artifact; it has: {', '.join(sorted(row.artifacts))}")
+    path = get_store(request.app.state.settings).local_path(artifact["key"])
+    if not path.exists():
+        raise NotFound(f"the {fmt} artifact of {name} version {version} is missing from the artifact store")
+    stem = f"{name}-v{version}-{fmt}"
+    if path.is_dir():
+        tmp = Path(tempfile.mkdtemp(dir=request.app.state.settings.data_dir / "tmp"))
+        archive = shutil.make_archive(str(tmp / stem), "zip", root_dir=path)
+        return FileResponse(
+            archive, filename=f"{stem}.zip", media_type="application/zip",
+            background=BackgroundTask(shutil.rmtree, tmp, ignore_errors=True),
+        )
+    return FileResponse(path, filename=f"{stem}{path.suffix}", media_type="application/octet-stream")
+
+
+def _alias_out(name: str, alias: str, session: Any, principal: Principal, history: bool) -> AliasOut:
+    row, version = registry.get_alias(session, principal, name, alias)
+    events = registry.alias_history(session, principal, name, alias) if history else []
+    return AliasOut(
+        model=name, alias=alias, version=version.version, updated_by=row.updated_by, updated_at=row.updated_at,
+        history=[AliasEventOut.model_validate(e) for e in events],
+    )
+
+
+@router.get("/{name}/aliases")
+def list_aliases(name: str, session: SessionDep, principal: ReadPrincipal) -> dict[str, Any]:
+    items = [
+        AliasOut(model=name, alias=row.alias, version=version, updated_by=row.updated_by, updated_at=row.updated_at)
+        for row, version in registry.list_aliases(session, principal, name)
+    ]
+    return {"items": [i.model_dump(mode="json", exclude={"history"}) for i in items], "total": len(items)}
+
+
+@router.get("/{name}/aliases/{alias}", response_model=AliasOut)
+def get_alias(name: str, alias: str, session: SessionDep, principal: ReadPrincipal) -> AliasOut:
+    """Where the alias points now, and every move (newest first)."""
+    return _alias_out(name, alias, session, principal, history=True)
+
+
+@router.put("/{name}/aliases/{alias}", response_model=AliasOut)
+def set_alias(name: str, alias: str, body: AliasSet, session: SessionDep, principal: WritePrincipal) -> AliasOut:
+    registry.set_alias(session, principal, name, alias, body.version)
+    return _alias_out(name, alias, session, principal, history=True)
+
+
+@router.post("/{name}/aliases/{alias}/rollback", response_model=AliasOut)
+def rollback_alias(name: str, alias: str, session: SessionDep, principal: WritePrincipal) -> AliasOut:
+    """Undo the alias's latest move not already undone; 409 when there is nothing to go back to."""
+    registry.rollback_alias(session, principal, name, alias)
+    return _alias_out(name, alias, session, principal, history=True)
+
+
+@router.delete("/{name}/aliases/{alias}", status_code=204)
+def delete_alias(name: str, alias: str, session: SessionDep, principal: WritePrincipal) -> Response:
+    registry.delete_alias(session, principal, name, alias)
+    return Response(status_code=204)
+
+
+def _b64_images(items: Any, field: str, height: int, width: int) -> list[Any]:
+    if not isinstance(items, list) or not items:
+        raise BadRequest(f"'{field}' must be a non-empty list of base64 strings")
+    decoded = []
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise BadRequest(f"{field}[{i}] must be a base64 string")
+        try:
+            raw = base64.b64decode(item, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise BadRequest(f"{field}[{i}] is not valid base64") from exc
+        decoded.append(decode_image(raw, height, width, f"{field}[{i}]"))
+    return decoded
 
 
 async def _read_inputs(request: Request, signature: dict[str, Any]) -> list[Any]:
@@ -66,50 +233,67 @@ async def _read_inputs(request: Request, signature: dict[str, Any]) -> list[Any]
         if not isinstance(body, dict):
             raise BadRequest("request body must be a JSON object")
         if is_text:
+            if "images" in body:
+                raise BadRequest("this is a text model: send 'texts', not 'images'")
             texts = body.get("texts")
-            if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            if not isinstance(texts, list) or not texts:
                 raise BadRequest("'texts' must be a non-empty list of strings")
+            for i, t in enumerate(texts):
+                if not isinstance(t, str):
+                    raise BadRequest(f"texts[{i}] must be a string")
             return texts
-        images = body.get("images")
-        if not isinstance(images, list) or not images:
-            raise BadRequest("'images' must be a non-empty list of base64 strings")
-        h, w = int(signature["height"]), int(signature["width"])
-        decoded = []
-        for i, item in enumerate(images):
-            if not isinstance(item, str):
-                raise BadRequest(f"images[{i}] must be a base64 string")
-            try:
-                raw = base64.b64decode(item, validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise BadRequest(f"images[{i}] is not valid base64") from exc
-            decoded.append(decode_image(raw, h, w, f"images[{i}]"))
-        return decoded
+        if "texts" in body:
+            raise BadRequest("this is an image model: send 'images' (base64) or multipart files, not 'texts'")
+        return _b64_images(body.get("images"), "images", int(signature["height"]), int(signature["width"]))
     raise UnsupportedMediaType("send multipart/form-data (images) or application/json (texts or base64 images)")
+
+
+async def _predict(
+    request: Request, session: Any, principal: Principal, name: str, *, version: int | None, alias: str | None,
+    top_k: int, backend: str | None,
+) -> PredictResponse:
+    import numpy as np
+
+    row, via = registry.resolve(session, principal, name, version=version, alias=alias)
+    ref = registry.to_ref(row, principal.project_name)
+    chosen = check_backend(ref, backend)
+    session.commit()  # end the (read-only) transaction: no database lock held during inference
+    inputs = await _read_inputs(request, ref.signature)
+    if len(inputs) > MAX_ITEMS:
+        raise BadRequest(f"{len(inputs)} items in one request; at most {MAX_ITEMS}")
+    batch = inputs if ref.is_text else np.stack(inputs)
+    predictor: Predictor = request.app.state.predictor
+    probs, latency = await predictor.predict(ref, chosen, batch, "native")
+    return PredictResponse(
+        model=ref.name, version=ref.version, alias=via, backend=chosen,
+        predictions=rank(probs, ref.labels, top_k), latency_ms=latency,
+    )
+
+
+TopK = Annotated[int, Query(ge=1, le=100)]
+BackendQ = Annotated[str | None, Query(description="keras (default) or an exported tflite_* variant")]
 
 
 @router.post("/{name}/predict", response_model=PredictResponse)
 async def predict(
-    name: str,
-    request: Request,
-    session: SessionDep,
-    principal: ReadPrincipal,
-    version: Annotated[int | None, Query(ge=1)] = None,
-    top_k: Annotated[int, Query(ge=1, le=100)] = 5,
+    name: str, request: Request, session: SessionDep, principal: ReadPrincipal,
+    version: Annotated[int | None, Query(ge=1)] = None, alias: str | None = None, top_k: TopK = 5,
+    backend: BackendQ = None,
 ) -> PredictResponse:
-    import numpy as np
-    from starlette.concurrency import run_in_threadpool
+    return await _predict(request, session, principal, name, version=version, alias=alias, top_k=top_k, backend=backend)
 
-    from app.serving.runtime import top_k as rank
 
-    row = registry.get_version(session, principal, name, version)
-    inputs = await _read_inputs(request, row.input_signature)
-    store = get_store(request.app.state.settings)
-    path = store.local_path(row.artifacts["keras"]["key"])
-    started = time.perf_counter()
-    loaded = await run_in_threadpool(request.app.state.model_cache.get, row.id, path, row.labels, row.input_signature)
-    batch = inputs if row.input_signature.get("type") == "text" else np.stack(inputs)
-    probs = await run_in_threadpool(loaded.run, batch)
-    latency = (time.perf_counter() - started) * 1000
-    return PredictResponse(
-        model=row.name, version=row.version, predictions=rank(probs, row.labels, top_k), latency_ms=latency
-    )
+@router.post("/{name}/versions/{version}/predict", response_model=PredictResponse)
+async def predict_version(
+    name: str, version: int, request: Request, session: SessionDep, principal: ReadPrincipal, top_k: TopK = 5,
+    backend: BackendQ = None,
+) -> PredictResponse:
+    return await _predict(request, session, principal, name, version=version, alias=None, top_k=top_k, backend=backend)
+
+
+@router.post("/{name}/aliases/{alias}/predict", response_model=PredictResponse)
+async def predict_alias(
+    name: str, alias: str, request: Request, session: SessionDep, principal: ReadPrincipal, top_k: TopK = 5,
+    backend: BackendQ = None,
+) -> PredictResponse:
+    return await _predict(request, session, principal, name, version=None, alias=alias, top_k=top_k, backend=backend)

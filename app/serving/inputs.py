@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import warnings
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -30,3 +33,30 @@ def decode_image(data: bytes, height: int, width: int, item: str) -> np.ndarray:
     if image.size != (width, height):
         image = image.resize((width, height), Image.BILINEAR)
     return np.asarray(image, dtype=np.uint8)
+
+
+def b64_bytes(value: Any, item: str) -> bytes:
+    if not isinstance(value, str):
+        raise BadRequest(f"{item}: expected a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadRequest(f"{item}: not valid base64") from exc
+
+
+def pixels(data: Any, signature: dict[str, Any], item: str) -> np.ndarray:
+    """A pixel tensor (N, H, W, 3) or one image (H, W, 3), values 0-255 → (N, H, W, 3) uint8."""
+    if signature.get("type") == "text":
+        raise BadRequest(f"{item}: this is a text model; send strings, not pixel tensors")
+    h, w = int(signature["height"]), int(signature["width"])
+    try:
+        array = np.asarray(data, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"{item}: not a numeric tensor") from exc
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4 or array.shape[1:] != (h, w, 3):
+        raise BadRequest(f"{item}: pixel tensor has shape {list(array.shape)}; expected [N, {h}, {w}, 3]")
+    if not np.isfinite(array).all() or array.min(initial=0) < 0 or array.max(initial=0) > 255:
+        raise BadRequest(f"{item}: pixel values must be finite and within 0-255")
+    return np.rint(array).astype(np.uint8)
