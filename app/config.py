@@ -38,6 +38,20 @@ class Settings(BaseSettings):
     serving_max_wait_ms: float = Field(
         default=0.0, ge=0, description="How long a batch waits for more requests; 0 batches only what queued up."
     )
+    serving_busy_wait_ms: float = Field(
+        default=5.0, ge=0,
+        description="With requests already queued behind a batch's first, how long it waits for more; "
+        "a lone request never waits.",
+    )
+    serving_resolve_ttl_s: float = Field(
+        default=5.0, ge=0, description="How long a resolved model version/alias is reused by predictions; 0: never."
+    )
+    auth_cache_ttl_s: float = Field(
+        default=5.0, ge=0, description="How long the inference routes trust an API key checked before; 0: never."
+    )
+    api_key_touch_interval_s: float = Field(
+        default=60.0, ge=0, description="An API key's last_used_at is written at most this often."
+    )
 
     @model_validator(mode="after")
     def _default_io_queue(self) -> Settings:

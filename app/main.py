@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from app.auth import KeyUsage, PrincipalCache
 from app.config import Settings, get_settings
 from app.db import get_engine, get_sessionmaker
 from app.errors import ServiceUnavailable, install_error_handlers
@@ -37,6 +38,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = get_engine(settings.resolved_database_url)
     app.state.sessionmaker = get_sessionmaker(settings.resolved_database_url)
     app.state.predictor = Predictor(settings, get_store(settings))
+    app.state.key_usage = KeyUsage(settings.api_key_touch_interval_s)
+    app.state.auth_cache = PrincipalCache(settings.auth_cache_ttl_s)
     install_error_handlers(app)
     for module in (health, metrics, datasets, jobs, tfserving, models, kserve, batch_predictions, bases):
         app.include_router(module.router)

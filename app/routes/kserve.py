@@ -19,17 +19,18 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import text
 
-from app.auth import Principal, require
+from app.auth import Principal, require, require_cached
 from app.deps import SessionDep
 from app.errors import BadRequest, ProtocolErrorRoute, ServiceUnavailable
 from app.services import registry
-from app.serving.inputs import b64_bytes, decode_image, pixels
+from app.serving.inputs import b64_bytes, decode_image, decode_off_loop_if_large, pixels
 from app.serving.predictor import Predictor, check_backend
 from app.serving.runtime import ModelRef
 from app.tables import ModelVersion
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"], route_class=ProtocolErrorRoute)
 ReadPrincipal = Annotated[Principal, Depends(require("read"))]
+InferPrincipal = Annotated[Principal, Depends(require_cached("read"))]
 HEADER_LENGTH = "Inference-Header-Content-Length"
 NUMPY_TYPES = {"UINT8": np.uint8, "FP32": np.float32}
 MAX_ITEMS = 1024
@@ -245,10 +246,9 @@ def _response(header: dict[str, Any], ref: ModelRef, probs: np.ndarray) -> Respo
     )
 
 
-async def _infer(request: Request, session: Any, principal: Principal, name: str, version: str | None) -> Response:
-    row, _ = registry.resolve(session, principal, name, version=version)
-    ref = registry.to_ref(row, principal.project_name)
-    session.commit()  # end the (read-only) transaction: no database lock held during inference
+async def _infer(request: Request, principal: Principal, name: str, version: str | None) -> Response:
+    predictor: Predictor = request.app.state.predictor
+    ref, _ = await predictor.resolve(request.app.state.sessionmaker, principal, name, version=version)
     raw = await request.body()
     encoding = request.headers.get("content-encoding", "").lower()
     try:
@@ -259,19 +259,18 @@ async def _infer(request: Request, session: Any, principal: Principal, name: str
     except (OSError, zlib.error) as exc:
         raise BadRequest(f"the request body is not valid {encoding} data") from exc
     header, rest = _split_body(raw, request.headers.get(HEADER_LENGTH))
-    batch = _read_inputs(header, rest, ref)
-    predictor: Predictor = request.app.state.predictor
+    batch = await decode_off_loop_if_large(len(raw), _read_inputs, header, rest, ref)
     probs, _ = await predictor.predict(ref, check_backend(ref, None), batch, "v2")
     return _response(header, ref, probs)
 
 
 @router.post("/models/{name}/infer")
-async def infer(name: str, request: Request, session: SessionDep, principal: ReadPrincipal) -> Response:
-    return await _infer(request, session, principal, name, None)
+async def infer(name: str, request: Request, principal: InferPrincipal) -> Response:
+    return await _infer(request, principal, name, None)
 
 
 @router.post("/models/{name}/versions/{version}/infer")
 async def infer_version(
-    name: str, version: str, request: Request, session: SessionDep, principal: ReadPrincipal
+    name: str, version: str, request: Request, principal: InferPrincipal
 ) -> Response:
-    return await _infer(request, session, principal, name, version)
+    return await _infer(request, principal, name, version)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,7 +22,7 @@ from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
-from app.auth import Principal, require
+from app.auth import Principal, require, require_cached
 from app.deps import SessionDep
 from app.errors import BadRequest, NotFound, UnsupportedMediaType
 from app.outbox import after_commit
@@ -37,7 +38,7 @@ from app.schemas.models import (
     VersionStatus,
 )
 from app.services import registry
-from app.serving.inputs import decode_image
+from app.serving.inputs import decode_image, decode_off_loop_if_large
 from app.serving.predictor import Predictor, check_backend
 from app.serving.runtime import top_k as rank
 from app.storage import get_store
@@ -46,6 +47,7 @@ from app.tables import ModelVersion
 router = APIRouter(prefix="/v1/models", tags=["models"])
 ReadPrincipal = Annotated[Principal, Depends(require("read"))]
 WritePrincipal = Annotated[Principal, Depends(require("write"))]
+InferPrincipal = Annotated[Principal, Depends(require_cached("read"))]
 MAX_ITEMS = 1024
 
 
@@ -86,6 +88,7 @@ def get_model(name: str, session: SessionDep, principal: ReadPrincipal) -> Model
 def delete_model(name: str, request: Request, session: SessionDep, principal: WritePrincipal) -> Response:
     for row in registry.delete_model(session, principal, name):
         _cleanup_after_commit(request, session, row)
+    _forget_after_commit(request, session, principal, name)
     return Response(status_code=204)
 
 
@@ -105,7 +108,15 @@ def patch_version(
     predictor: Predictor = request.app.state.predictor
     version_id = row.id
     after_commit(session, lambda: predictor.evict_version(version_id))
+    _forget_after_commit(request, session, principal, name)
     return version_doc(row, registry.aliases_by_version(session, principal.project_id, name).get(row.version, []))
+
+
+def _forget_after_commit(request: Request, session: Any, principal: Principal, name: str) -> None:
+    """Predictions resolve ``name`` afresh once this change commits (see ``app.serving.resolution``)."""
+    predictor: Predictor = request.app.state.predictor
+    project_id = principal.project_id
+    after_commit(session, lambda: predictor.forget(project_id, name))
 
 
 def _cleanup_after_commit(request: Request, session: Any, row: ModelVersion) -> None:
@@ -129,6 +140,7 @@ def delete_version(
     """409 while an alias points at the version. Its artifacts are removed once the delete commits."""
     row = registry.delete_version(session, principal, name, version)
     _cleanup_after_commit(request, session, row)
+    _forget_after_commit(request, session, principal, name)
     return Response(status_code=204)
 
 
@@ -180,21 +192,30 @@ def get_alias(name: str, alias: str, session: SessionDep, principal: ReadPrincip
 
 
 @router.put("/{name}/aliases/{alias}", response_model=AliasOut)
-def set_alias(name: str, alias: str, body: AliasSet, session: SessionDep, principal: WritePrincipal) -> AliasOut:
+def set_alias(
+    name: str, alias: str, body: AliasSet, request: Request, session: SessionDep, principal: WritePrincipal
+) -> AliasOut:
     registry.set_alias(session, principal, name, alias, body.version)
+    _forget_after_commit(request, session, principal, name)
     return _alias_out(name, alias, session, principal, history=True)
 
 
 @router.post("/{name}/aliases/{alias}/rollback", response_model=AliasOut)
-def rollback_alias(name: str, alias: str, session: SessionDep, principal: WritePrincipal) -> AliasOut:
+def rollback_alias(
+    name: str, alias: str, request: Request, session: SessionDep, principal: WritePrincipal
+) -> AliasOut:
     """Undo the alias's latest move not already undone; 409 when there is nothing to go back to."""
     registry.rollback_alias(session, principal, name, alias)
+    _forget_after_commit(request, session, principal, name)
     return _alias_out(name, alias, session, principal, history=True)
 
 
 @router.delete("/{name}/aliases/{alias}", status_code=204)
-def delete_alias(name: str, alias: str, session: SessionDep, principal: WritePrincipal) -> Response:
+def delete_alias(
+    name: str, alias: str, request: Request, session: SessionDep, principal: WritePrincipal
+) -> Response:
     registry.delete_alias(session, principal, name, alias)
+    _forget_after_commit(request, session, principal, name)
     return Response(status_code=204)
 
 
@@ -213,56 +234,61 @@ def _b64_images(items: Any, field: str, height: int, width: int) -> list[Any]:
     return decoded
 
 
+def _json_inputs(raw: bytes, signature: dict[str, Any]) -> list[Any]:
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise BadRequest("request body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    if signature.get("type") == "text":
+        if "images" in body:
+            raise BadRequest("this is a text model: send 'texts', not 'images'")
+        texts = body.get("texts")
+        if not isinstance(texts, list) or not texts:
+            raise BadRequest("'texts' must be a non-empty list of strings")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise BadRequest(f"texts[{i}] must be a string")
+        return texts
+    if "texts" in body:
+        raise BadRequest("this is an image model: send 'images' (base64) or multipart files, not 'texts'")
+    return _b64_images(body.get("images"), "images", int(signature["height"]), int(signature["width"]))
+
+
 async def _read_inputs(request: Request, signature: dict[str, Any]) -> list[Any]:
+    """The request's items: parsed and decoded on the event loop when small, else in the thread pool."""
     content_type = request.headers.get("content-type", "")
-    is_text = signature.get("type") == "text"
     if content_type.startswith("multipart/form-data"):
-        if is_text:
+        if signature.get("type") == "text":
             raise UnsupportedMediaType('this is a text model: send JSON {"texts": [...]}')
         form = await request.form()
         files = [v for v in form.getlist("files") + form.getlist("file") if isinstance(v, UploadFile)]
         if not files:
             raise BadRequest("multipart body has no image under the field 'files'")
         h, w = int(signature["height"]), int(signature["width"])
-        return [decode_image(await f.read(), h, w, f"files[{i}] ({f.filename})") for i, f in enumerate(files)]
+        blobs = [(await f.read(), f"files[{i}] ({f.filename})") for i, f in enumerate(files)]
+        size = sum(len(data) for data, _ in blobs)
+        return await decode_off_loop_if_large(size, lambda: [decode_image(data, h, w, item) for data, item in blobs])
     if content_type.startswith("application/json"):
-        try:
-            body = await request.json()
-        except ValueError as exc:
-            raise BadRequest("request body is not valid JSON") from exc
-        if not isinstance(body, dict):
-            raise BadRequest("request body must be a JSON object")
-        if is_text:
-            if "images" in body:
-                raise BadRequest("this is a text model: send 'texts', not 'images'")
-            texts = body.get("texts")
-            if not isinstance(texts, list) or not texts:
-                raise BadRequest("'texts' must be a non-empty list of strings")
-            for i, t in enumerate(texts):
-                if not isinstance(t, str):
-                    raise BadRequest(f"texts[{i}] must be a string")
-            return texts
-        if "texts" in body:
-            raise BadRequest("this is an image model: send 'images' (base64) or multipart files, not 'texts'")
-        return _b64_images(body.get("images"), "images", int(signature["height"]), int(signature["width"]))
+        raw = await request.body()
+        return await decode_off_loop_if_large(len(raw), _json_inputs, raw, signature)
     raise UnsupportedMediaType("send multipart/form-data (images) or application/json (texts or base64 images)")
 
 
 async def _predict(
-    request: Request, session: Any, principal: Principal, name: str, *, version: int | None, alias: str | None,
-    top_k: int, backend: str | None,
+    request: Request, principal: Principal, name: str, *, version: int | None, alias: str | None, top_k: int,
+    backend: str | None,
 ) -> PredictResponse:
     import numpy as np
 
-    row, via = registry.resolve(session, principal, name, version=version, alias=alias)
-    ref = registry.to_ref(row, principal.project_name)
+    predictor: Predictor = request.app.state.predictor
+    ref, via = await predictor.resolve(request.app.state.sessionmaker, principal, name, version=version, alias=alias)
     chosen = check_backend(ref, backend)
-    session.commit()  # end the (read-only) transaction: no database lock held during inference
     inputs = await _read_inputs(request, ref.signature)
     if len(inputs) > MAX_ITEMS:
         raise BadRequest(f"{len(inputs)} items in one request; at most {MAX_ITEMS}")
     batch = inputs if ref.is_text else np.stack(inputs)
-    predictor: Predictor = request.app.state.predictor
     probs, latency = await predictor.predict(ref, chosen, batch, "native")
     return PredictResponse(
         model=ref.name, version=ref.version, alias=via, backend=chosen,
@@ -276,24 +302,24 @@ BackendQ = Annotated[str | None, Query(description="keras (default) or an export
 
 @router.post("/{name}/predict", response_model=PredictResponse)
 async def predict(
-    name: str, request: Request, session: SessionDep, principal: ReadPrincipal,
+    name: str, request: Request, principal: InferPrincipal,
     version: Annotated[int | None, Query(ge=1)] = None, alias: str | None = None, top_k: TopK = 5,
     backend: BackendQ = None,
 ) -> PredictResponse:
-    return await _predict(request, session, principal, name, version=version, alias=alias, top_k=top_k, backend=backend)
+    return await _predict(request, principal, name, version=version, alias=alias, top_k=top_k, backend=backend)
 
 
 @router.post("/{name}/versions/{version}/predict", response_model=PredictResponse)
 async def predict_version(
-    name: str, version: int, request: Request, session: SessionDep, principal: ReadPrincipal, top_k: TopK = 5,
+    name: str, version: int, request: Request, principal: InferPrincipal, top_k: TopK = 5,
     backend: BackendQ = None,
 ) -> PredictResponse:
-    return await _predict(request, session, principal, name, version=version, alias=None, top_k=top_k, backend=backend)
+    return await _predict(request, principal, name, version=version, alias=None, top_k=top_k, backend=backend)
 
 
 @router.post("/{name}/aliases/{alias}/predict", response_model=PredictResponse)
 async def predict_alias(
-    name: str, alias: str, request: Request, session: SessionDep, principal: ReadPrincipal, top_k: TopK = 5,
+    name: str, alias: str, request: Request, principal: InferPrincipal, top_k: TopK = 5,
     backend: BackendQ = None,
 ) -> PredictResponse:
-    return await _predict(request, session, principal, name, version=None, alias=alias, top_k=top_k, backend=backend)
+    return await _predict(request, principal, name, version=None, alias=alias, top_k=top_k, backend=backend)

@@ -9,21 +9,23 @@ texts as strings. Row format (``instances``) answers ``predictions``; columnar (
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 
-from app.auth import Principal, require
+from app.auth import Principal, require, require_cached
 from app.deps import SessionDep
 from app.errors import BadRequest, ProtocolErrorRoute
 from app.services import registry
-from app.serving.inputs import b64_bytes, decode_image, pixels
+from app.serving.inputs import b64_bytes, decode_image, decode_off_loop_if_large, pixels
 from app.serving.predictor import Predictor, check_backend
 from app.serving.runtime import ModelRef
 
 router = APIRouter(prefix="/v1/models", tags=["tf-serving"], route_class=ProtocolErrorRoute)
 ReadPrincipal = Annotated[Principal, Depends(require("read"))]
+InferPrincipal = Annotated[Principal, Depends(require_cached("read"))]
 MAX_ITEMS = 1024
 
 
@@ -69,34 +71,36 @@ def _batch(body: Any, ref: ModelRef) -> tuple[Any, str]:
     return (values if ref.is_text else np.stack(values)), out
 
 
-async def _predict(request: Request, session: Any, principal: Principal, name: str, version: str | None) -> Any:
-    row, _ = registry.resolve(session, principal, name, version=version)
-    ref = registry.to_ref(row, principal.project_name)
-    session.commit()  # end the (read-only) transaction: no database lock held during inference
+def _parse(raw: bytes, ref: ModelRef) -> tuple[Any, str]:
     try:
-        body = await request.json()
+        body = json.loads(raw)
     except ValueError as exc:
         raise BadRequest("request body is not valid JSON") from exc
-    batch, out = _batch(body, ref)
+    return _batch(body, ref)
+
+
+async def _predict(request: Request, principal: Principal, name: str, version: str | None) -> Any:
     predictor: Predictor = request.app.state.predictor
+    ref, _ = await predictor.resolve(request.app.state.sessionmaker, principal, name, version=version)
+    raw = await request.body()
+    batch, out = await decode_off_loop_if_large(len(raw), _parse, raw, ref)
     probs, _ = await predictor.predict(ref, check_backend(ref, None), batch, "tfserving")
     return {out: probs.tolist()}
 
 
 @router.post("/{name}:predict")
-async def predict(name: str, request: Request, session: SessionDep, principal: ReadPrincipal) -> Any:
-    return await _predict(request, session, principal, name, None)
+async def predict(name: str, request: Request, principal: InferPrincipal) -> Any:
+    return await _predict(request, principal, name, None)
 
 
 @router.post("/{name}/versions/{version}:predict")
-async def predict_version(name: str, version: int, request: Request, session: SessionDep,
-                          principal: ReadPrincipal) -> Any:
-    return await _predict(request, session, principal, name, str(version))
+async def predict_version(name: str, version: int, request: Request, principal: InferPrincipal) -> Any:
+    return await _predict(request, principal, name, str(version))
 
 
 @router.post("/{name}/labels/{label}:predict")
-async def predict_label(name: str, label: str, request: Request, session: SessionDep, principal: ReadPrincipal) -> Any:
-    return await _predict(request, session, principal, name, label)
+async def predict_label(name: str, label: str, request: Request, principal: InferPrincipal) -> Any:
+    return await _predict(request, principal, name, label)
 
 
 def _tensor(dtype: str, dims: list[int], name: str) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 One thread per loaded model takes the requests queued for it. It runs whatever has queued up
 (never more than ``max_batch_size`` items), and with ``max_wait_ms`` > 0 it waits that long after
-the first request for more to arrive. With the default of 0 it never waits: requests that arrive
-while a batch is running form the next batch, so an idle model answers a lone request at once.
+the first request for more to arrive. With ``max_wait_ms`` 0 it waits only under load: when more
+requests are already queued behind the first, it waits up to ``busy_wait_ms`` for further ones (the
+clients whose answers the last batch just sent are usually about to ask again), so an idle model
+still answers a lone request at once.
 """
 
 from __future__ import annotations
@@ -51,10 +53,12 @@ class DynamicBatcher:
         max_wait_ms: float,
         name: str,
         on_batch: Callable[[int], None] | None = None,
+        busy_wait_ms: float = 0.0,
     ) -> None:
         self.run = run
         self.max_batch_size = max(1, int(max_batch_size))
         self.max_wait_s = max(0.0, float(max_wait_ms)) / 1000
+        self.busy_wait_s = max(0.0, float(busy_wait_ms)) / 1000
         self.on_batch = on_batch
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._closed = threading.Event()
@@ -95,7 +99,11 @@ class DynamicBatcher:
         if first is None:  # the wake-up from close()
             return []
         batch, size = [first], len(first)
-        deadline = time.monotonic() + self.max_wait_s
+        wait = self.max_wait_s
+        pending = self._carry is not None or not self._queue.empty()
+        if self.busy_wait_s > wait and size < self.max_batch_size and pending:
+            wait = self.busy_wait_s  # under load: let the batch fill up a little more
+        deadline = time.monotonic() + wait
         while size < self.max_batch_size:
             remaining = deadline - time.monotonic()
             request = self._next(remaining if remaining > 0 else 0)

@@ -6,14 +6,27 @@ import base64
 import binascii
 import io
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
+from starlette.concurrency import run_in_threadpool
 
 from app.errors import BadRequest
 
 MAX_IMAGE_PIXELS = 64_000_000
+# Bodies up to this size are parsed and decoded on the event loop: for a small image that costs less than the
+# hand-over to a worker thread (and the wait for the GIL there). Larger bodies are decoded in the thread pool.
+INLINE_DECODE_BYTES = 64 * 1024
+T = TypeVar("T")
+
+
+async def decode_off_loop_if_large(size: int, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on the event loop for a body of at most ``INLINE_DECODE_BYTES``, else in the thread pool."""
+    if size <= INLINE_DECODE_BYTES:
+        return fn(*args)
+    return await run_in_threadpool(fn, *args)
 
 
 def decode_image(data: bytes, height: int, width: int, item: str) -> np.ndarray:

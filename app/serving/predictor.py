@@ -11,12 +11,15 @@ import time
 from typing import Any
 
 import numpy as np
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from app.auth import Principal
 from app.config import Settings
 from app.errors import BadRequest, ServiceUnavailable
 from app.serving import metrics
 from app.serving.batching import Batch, BatcherClosed, DynamicBatcher
+from app.serving.resolution import RefCache, Resolved, resolve_ref
 from app.serving.runtime import (
     KERAS,
     SERVED_FORMATS,
@@ -49,6 +52,27 @@ class Predictor:
         self.settings = settings
         self.store = store
         self.cache = ModelCache(settings.model_cache_bytes)
+        self.refs = RefCache(settings.serving_resolve_ttl_s)
+
+    async def resolve(
+        self, sessions: sessionmaker[Session], principal: Principal, name: str, *, version: int | str | None = None,
+        alias: str | None = None,
+    ) -> Resolved:
+        """The version a prediction addresses: from the cache, else looked up in a short read-only session of
+        its own, off the event loop. No database session or transaction is held during inference."""
+        hit = self.refs.get((principal.project_id, name, version, alias))
+        if hit is not None:
+            return hit
+
+        def work() -> Resolved:
+            with sessions() as session:
+                return resolve_ref(self.refs, session, principal, name, version=version, alias=alias)
+
+        return await run_in_threadpool(work)
+
+    def forget(self, project_id: str, name: str) -> None:
+        """Drop the cached resolutions of one model: call after an alias, version or serving change commits."""
+        self.refs.invalidate(project_id, name)
 
     def batching_for(self, ref: ModelRef) -> tuple[int, float]:
         """(max batch size, max wait ms): the version's serving config over the settings."""
@@ -68,7 +92,7 @@ class Predictor:
         batch_hist = metrics.BATCH_SIZE.labels(**labels)
         batcher = DynamicBatcher(
             model, max_batch_size=size, max_wait_ms=wait, name=f"{ref.name}-{ref.version}-{backend}",
-            on_batch=batch_hist.observe,
+            on_batch=batch_hist.observe, busy_wait_ms=self.settings.serving_busy_wait_ms,
         )
         footprint = estimate_footprint(int(artifact.get("size_bytes") or 0), model.params)
         return LoadedModel(ref.cache_key(backend), ref, backend, model, footprint, batcher)
@@ -83,7 +107,9 @@ class Predictor:
         outcome = "error"
         try:
             for attempt in range(2):
-                loaded = await run_in_threadpool(self.model, ref, backend)
+                loaded = self.cache.peek(ref.cache_key(backend))  # loaded already: no thread hop
+                if loaded is None:
+                    loaded = await run_in_threadpool(self.model, ref, backend)
                 assert loaded.batcher is not None
                 try:
                     future = loaded.batcher.submit(batch)

@@ -191,6 +191,11 @@ class ModelCache:
         with self._lock:
             return list(self._models)
 
+    def peek(self, key: str) -> LoadedModel | None:
+        """The loaded model (marked as just used), or None; never loads."""
+        with self._lock:
+            return self._touch(key)
+
     def get(self, key: str, loader: Callable[[], LoadedModel]) -> LoadedModel:
         with self._lock:
             hit = self._touch(key)
