@@ -1,6 +1,6 @@
 """Serving benchmark, side by side in one run, on a MobileNetV2 (weights=None) at 96x96 built here.
 
-1. the bare compiled model (this process, ``tf.function``): single-image p50, and throughput at batch 32;
+1. the bare compiled model (this process, ``tf.function``): single-image p50, throughput at batch 1, 16, 32;
 2. a real API server (uvicorn subprocess, embedded SQLite): RSS before the first prediction,
    single-image p50 over HTTP, and throughput with 16 concurrent clients against the same model
    registered twice in that one server — dynamic batching on, and off (``max_batch_size: 1``).
@@ -10,7 +10,10 @@ The load comes from a third process (this script with ``--load``): one asyncio l
 JSON), so the client costs little of the machine's CPU and does not share a GIL with either side.
 The mean batch size the server ran (``tl_inference_batch_size`` on /metrics) is printed per phase.
 
-    python bench/serving_latency.py [--seconds 10] [--size 96] [--clients 16]
+Every figure is measured in each of ``--rounds`` interleaved rounds (the machine may be shared) and the
+medians are printed; the ratios are medians of the per-round ratios.
+
+    python bench/serving_latency.py [--seconds 8] [--rounds 3] [--size 96] [--clients 16]
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -45,29 +47,42 @@ def build_model(size: int):  # type: ignore[no-untyped-def]
     return keras.Model(inputs, outputs)
 
 
-def bare(model, size: int, seconds: float) -> tuple[float, dict[int, float]]:  # type: ignore[no-untyped-def]
-    """Single-image p50 (ms), and throughput (img/s) at batch 1, 16 and 32, each for about ``seconds``."""
-    import numpy as np
+def compiled(model, size: int):  # type: ignore[no-untyped-def]
     import tensorflow as tf
 
     @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
     def serve(x):  # type: ignore[no-untyped-def]
         return model(x, training=False)
 
+    return serve
+
+
+def bare(serve, size: int, seconds: float) -> tuple[float, dict[str, float]]:  # type: ignore[no-untyped-def]
+    """Single-image p50 (ms); throughput (img/s) and CPU per image (core-ms) at batch 1, 16 and 32."""
+    import numpy as np
+    import tensorflow as tf
+
     times = []
     rates = {}
     for batch in (1, 16, 32):
         x = np.zeros((batch, size, size, 3), np.uint8)
         np.asarray(serve(tf.constant(x)))
-        n, started = 0, time.perf_counter()
+        n, started, cpu = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - started < seconds:
             t = time.perf_counter()
             np.asarray(serve(tf.constant(x)))
             n += 1
             if batch == 1:
                 times.append(time.perf_counter() - t)
-        rates[batch] = batch * n / (time.perf_counter() - started)
+        rates[f"bare{batch}"] = batch * n / (time.perf_counter() - started)
+        rates[f"bare{batch}_cpu_ms"] = (time.process_time() - cpu) * 1000 / (batch * n)
     return statistics.median(times) * 1000, rates
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -102,10 +117,11 @@ async def _load(port: int, request: bytes, clients: int, seconds: float) -> dict
     warm: list[float] = []  # one second of the same load first: loads the model, fills the pools
     await asyncio.gather(*(_client(port, request, time.monotonic() + 1.0, warm) for _ in range(clients)))
     latencies: list[float] = []
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(_client(port, request, time.monotonic() + seconds, latencies) for _ in range(clients)))
-    elapsed = time.perf_counter() - started
-    return {"rate": len(latencies) / elapsed, "p50_ms": statistics.median(latencies) * 1000, "n": len(latencies)}
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {"rate": len(latencies) / elapsed, "p50_ms": statistics.median(latencies) * 1000, "n": len(latencies),
+            "client_cpu_ms": cpu * 1000 / len(latencies)}
 
 
 def load_main(args: argparse.Namespace) -> None:
@@ -150,9 +166,10 @@ def mean_batch(before: dict[str, tuple[float, float]], after: dict[str, tuple[fl
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
@@ -181,8 +198,7 @@ def main() -> None:
     settings.ensure_dirs()
     upgrade(settings.resolved_database_url)
     model = build_model(args.size)
-    bare_p50, bare_rates = bare(model, args.size, max(2.0, args.seconds / 3))
-    bare_tput = bare_rates[32]
+    serve = compiled(model, args.size)
     labels = [f"c{i}" for i in range(10)]
     sig = {"type": "image", "height": args.size, "width": args.size, "channels": 3, "dtype": "uint8"}
     register(model, project="bench", name="batched", labels=labels, signature=sig, task="image_classification")
@@ -204,7 +220,7 @@ def main() -> None:
         cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )
     base = f"http://127.0.0.1:{port}"
-    results: dict[str, Any] = {}
+    rounds: list[dict[str, float]] = []
     try:
         for _ in range(300):
             try:
@@ -214,30 +230,47 @@ def main() -> None:
                 time.sleep(0.1)
         httpx.get(f"{base}/v1/models/batched", headers={"Authorization": f"Bearer {key}"})
         rss = rss_mb(server.pid)
-        single = run_load(port, key, "batched", body, 1, max(3.0, args.seconds / 2))
-        for name in ("unbatched", "batched"):
-            before = batch_stats(base)
-            results[name] = run_load(port, key, name, body, args.clients, args.seconds)
-            results[name]["batch"] = mean_batch(before, batch_stats(base), name)
+        for r in range(args.rounds):  # interleaved, so that other load on the machine hits every figure alike
+            p50, rates = bare(serve, args.size, max(1.5, args.seconds / 4))
+            row: dict[str, float] = {"bare_p50": p50, **rates}
+            row["http_p50"] = run_load(port, key, "batched", body, 1, max(2.0, args.seconds / 3))["p50_ms"]
+            for name in ("unbatched", "batched"):
+                before, cpu = batch_stats(base), cpu_s(server.pid)
+                result = run_load(port, key, name, body, args.clients, args.seconds)
+                cpu = cpu_s(server.pid) - cpu  # includes the 1 s warm-up of the load
+                row[name], row[f"{name}_p50"] = result["rate"], result["p50_ms"]
+                row[f"{name}_batch"] = mean_batch(before, batch_stats(base), name)
+                row[f"{name}_server_cpu_ms"] = cpu * 1000 / (result["rate"] * (args.seconds + 1))
+                row[f"{name}_client_cpu_ms"] = result["client_cpu_ms"]
+            rounds.append(row)
+            print(f"round {r + 1}: " + ", ".join(f"{k} {v:.1f}" for k, v in row.items()), flush=True)
     finally:
         server.terminate()
         server.wait(timeout=30)
 
-    batched, unbatched = results["batched"], results["unbatched"]
-    print(f"MobileNetV2(weights=None) {args.size}x{args.size}, {os.cpu_count()} CPUs")
+    def med(key: str) -> float:
+        return statistics.median(row[key] for row in rounds)
+
+    def med_ratio(a: str, b: str) -> float:
+        return statistics.median(row[a] / row[b] for row in rounds)
+
+    print(f"\nMobileNetV2(weights=None) {args.size}x{args.size}, {os.cpu_count()} CPUs, "
+          f"{args.clients} clients, medians of {args.rounds} interleaved rounds")
     print(f"API RSS before first prediction: {rss:.0f} MB (target < 200)")
-    print(f"bare compiled model, batch 1 p50: {bare_p50:.1f} ms; HTTP single-image p50: {single['p50_ms']:.1f} ms; "
-          f"overhead {single['p50_ms'] - bare_p50:+.1f} ms (target <= +5)")
-    print(f"bare compiled model: batch 1 {bare_rates[1]:.1f}, batch 16 {bare_rates[16]:.1f}, "
-          f"batch 32 {bare_tput:.1f} img/s")
-    for name, r in (("batched", batched), ("unbatched", unbatched)):
-        print(f"{args.clients} clients, {name}: {r['rate']:.1f} img/s, p50 {r['p50_ms']:.0f} ms, "
-              f"mean model batch {r['batch']:.1f}")
-    print(f"ratios: batched/unbatched = {batched['rate'] / unbatched['rate']:.2f} (target >= 3); "
-          f"batched/bare batch-32 = {batched['rate'] / bare_tput:.2f} (target >= 0.8)")
-    print(f"ceilings from the model alone: bare batch-16/batch-1 = {bare_rates[16] / bare_rates[1]:.2f} "
-          f"({args.clients} clients never make a batch over {args.clients}); "
-          f"bare batch-16/batch-32 = {bare_rates[16] / bare_tput:.2f}")
+    print(f"single image p50: bare compiled model {med('bare_p50'):.1f} ms, over HTTP {med('http_p50'):.1f} ms; "
+          f"overhead {statistics.median(r['http_p50'] - r['bare_p50'] for r in rounds):+.1f} ms (target <= +5)")
+    print(f"bare compiled model: batch 1 {med('bare1'):.1f}, batch 16 {med('bare16'):.1f}, "
+          f"batch 32 {med('bare32'):.1f} img/s; CPU per image {med('bare1_cpu_ms'):.1f} / {med('bare16_cpu_ms'):.1f} / "
+          f"{med('bare32_cpu_ms'):.1f} core-ms")
+    for name in ("batched", "unbatched"):
+        print(f"server, {name}: {med(name):.1f} img/s, p50 {med(name + '_p50'):.0f} ms, "
+              f"mean model batch {med(name + '_batch'):.1f}; CPU per image: server {med(name + '_server_cpu_ms'):.1f} "
+              f"core-ms (model included), load client {med(name + '_client_cpu_ms'):.2f} core-ms")
+    print(f"ratios: batched/unbatched = {med_ratio('batched', 'unbatched'):.2f} (target >= 3); "
+          f"batched/bare batch-32 = {med_ratio('batched', 'bare32'):.2f} (target >= 0.8)")
+    print(f"the model's own ceilings: bare batch-16/batch-1 = {med_ratio('bare16', 'bare1'):.2f}, "
+          f"bare batch-16/batch-32 = {med_ratio('bare16', 'bare32'):.2f} "
+          f"({args.clients} clients with one request each in flight never make a batch over {args.clients})")
 
 
 if __name__ == "__main__":

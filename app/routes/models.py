@@ -9,7 +9,6 @@ when it is set, else the latest version.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import shutil
@@ -38,7 +37,7 @@ from app.schemas.models import (
     VersionStatus,
 )
 from app.services import registry
-from app.serving.inputs import decode_image, decode_off_loop_if_large
+from app.serving.inputs import decode_image, decode_off_loop_if_large, strict_b64decode
 from app.serving.predictor import Predictor, check_backend
 from app.serving.runtime import top_k as rank
 from app.storage import get_store
@@ -227,7 +226,7 @@ def _b64_images(items: Any, field: str, height: int, width: int) -> list[Any]:
         if not isinstance(item, str):
             raise BadRequest(f"{field}[{i}] must be a base64 string")
         try:
-            raw = base64.b64decode(item, validate=True)
+            raw = strict_b64decode(item)
         except (binascii.Error, ValueError) as exc:
             raise BadRequest(f"{field}[{i}] is not valid base64") from exc
         decoded.append(decode_image(raw, height, width, f"{field}[{i}]"))
