@@ -13,6 +13,7 @@ from celery import Celery
 from app.config import Settings, get_settings
 
 RUN_JOB_TASK = "transferlab.run_job"
+VALIDATE_DATASET_TASK = "transferlab.validate_dataset"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -72,6 +73,11 @@ def enqueue_job(settings: Settings, job_id: str, queue: str | None = None, prior
     celery_client(settings).send_task(
         RUN_JOB_TASK, args=[job_id], queue=queue or settings.default_queue, priority=priority
     )
+
+
+def enqueue_validation(settings: Settings, dataset_id: str) -> None:
+    """Dataset validation goes to the io queue, never behind a training job on a training-only worker."""
+    celery_client(settings).send_task(VALIDATE_DATASET_TASK, args=[dataset_id], queue=settings.resolved_io_queue)
 
 
 def broker_reachable(settings: Settings) -> str | None:

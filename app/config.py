@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,21 @@ class Settings(BaseSettings):
     max_archive_members: int = 200_000
     max_compression_ratio: float = 200.0
     max_image_pixels: int = 64_000_000
+    # Artifact store: a local directory (default) or S3-compatible object storage (AWS S3, MinIO, ...).
+    artifact_store: Literal["local", "s3"] = "local"
+    s3_bucket: str = "transferlab"
+    s3_prefix: str = ""
+    s3_endpoint_url: str | None = Field(default=None, description="e.g. http://minio:9000; AWS when unset.")
+    s3_region: str | None = None
+    s3_access_key_id: str | None = Field(default=None, description="Falls back to the usual AWS credential chain.")
+    s3_secret_access_key: str | None = None
+    # Dataset validation runs on its own queue so it never waits behind a long training job on a
+    # worker that serves only the training queue.
+    io_queue: str | None = Field(default=None, description="Queue for dataset validation; <default_queue>.io if unset.")
+    validation_requeue_after_s: float = 600.0
+    validation_stale_after_s: float = 1800.0
+    validation_max_attempts: int = 3
+    sweep_interval_s: float = Field(default=60.0, description="API-side sweep period; 0 disables it.")
     auto_migrate: bool = True
     log_level: str = "INFO"
 
@@ -49,6 +65,10 @@ class Settings(BaseSettings):
     @property
     def resolved_broker_url(self) -> str:
         return self.broker_url or "filesystem://"
+
+    @property
+    def resolved_io_queue(self) -> str:
+        return self.io_queue or f"{self.default_queue}.io"
 
     @property
     def resolved_artifact_dir(self) -> Path:

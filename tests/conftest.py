@@ -168,7 +168,8 @@ def pytest_sessionfinish(session, exitstatus):  # type: ignore[no-untyped-def]
     try:
         import redis
 
-        redis.Redis.from_url(REDIS_URL).delete(os.environ["TL_DEFAULT_QUEUE"])
+        queue = os.environ["TL_DEFAULT_QUEUE"]
+        redis.Redis.from_url(REDIS_URL).delete(queue, f"{queue}.io")
     except Exception:  # noqa: BLE001
         pass
 
