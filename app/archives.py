@@ -22,6 +22,7 @@ IGNORED_PREFIXES = ("__MACOSX/",)
 IGNORED_NAMES = (".DS_Store", "Thumbs.db")
 # Below this many unpacked bytes the compression ratio does not matter (a small file of zeros is harmless).
 RATIO_FLOOR_BYTES = 10 * 1024 * 1024
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 S_IFMT, S_IFREG, S_IFDIR, S_IFLNK = 0o170000, 0o100000, 0o040000, 0o120000
 
 
@@ -213,6 +214,10 @@ def collapse_single_root(root: Path) -> Path:
         if len(entries) != 1 or not entries[0].is_dir() or entries[0].name in ("train", "val", "test"):
             return current
         sub = entries[0]
-        if any(p.is_file() for p in sub.iterdir()):
+        inside = list(sub.iterdir())
+        # A folder holding images is a class; one holding only folders (and maybe a README) is a wrapper.
+        if any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in inside) or not any(
+            p.is_dir() for p in inside
+        ):
             return current
         current = sub

@@ -101,6 +101,13 @@ class LocalArtifactStore:
             shutil.rmtree(path, ignore_errors=True)
         elif path.exists():
             path.unlink()
+        for parent in path.parents:  # drop folders the key leaves empty
+            if parent == self.root:
+                break
+            try:
+                parent.rmdir()
+            except OSError:  # not empty (or already gone)
+                break
 
     def list_keys(self, prefix: str) -> list[str]:
         base = self._path(prefix)
