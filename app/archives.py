@@ -23,6 +23,7 @@ IGNORED_NAMES = (".DS_Store", "Thumbs.db")
 # Below this many unpacked bytes the compression ratio does not matter (a small file of zeros is harmless).
 RATIO_FLOOR_BYTES = 10 * 1024 * 1024
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+SPLIT_FOLDER_NAMES = ("train", "training", "val", "valid", "validation", "test", "testing")
 S_IFMT, S_IFREG, S_IFDIR, S_IFLNK = 0o170000, 0o100000, 0o040000, 0o120000
 
 
@@ -211,7 +212,7 @@ def collapse_single_root(root: Path) -> Path:
     current = root
     while True:
         entries = [p for p in current.iterdir() if not p.name.startswith(".")]
-        if len(entries) != 1 or not entries[0].is_dir() or entries[0].name in ("train", "val", "test"):
+        if len(entries) != 1 or not entries[0].is_dir() or entries[0].name.lower() in SPLIT_FOLDER_NAMES:
             return current
         sub = entries[0]
         inside = list(sub.iterdir())

@@ -486,3 +486,41 @@ def test_checksum_matches_a_slow_streamed_upload(client, admin_headers):
     assert response.status_code == 201, response.text
     assert response.json()["content_hash"] == hashlib.sha256(content).hexdigest()
     assert response.json()["size_bytes"] == len(content)
+
+
+def _split_zip(train: str = "train", val: str = "val") -> bytes:
+    members = {}
+    for ci, label in enumerate(("red", "blue")):
+        for i in range(6):
+            members[f"{train}/{label}/{i}.png"] = image_bytes(COLORS[label], seed=ci * 100 + i)
+        for i in range(2):
+            members[f"{val}/{label}/{i}.png"] = image_bytes(COLORS[label], seed=ci * 100 + 50 + i)
+    return zip_of(members)
+
+
+def test_split_folder_aliases_are_stored_under_canonical_names(client, admin_headers, settings):
+    ds = upload_dataset(client, admin_headers, _split_zip("Training", "validation"))
+    assert ds["state"] == "ready" and ds["report"]["layout"] == "splits"
+    assert ds["report"]["split_counts"] == {"train": {"blue": 6, "red": 6}, "val": {"blue": 2, "red": 2}}
+    assert sorted(p.name for p in _dataset_root(settings, ds["id"]).iterdir()) == ["train", "val"]
+
+
+@pytest.mark.slow
+def test_a_job_trains_on_the_uploads_own_splits(client, admin_headers, live_worker):
+    from tests.helpers import wait_for_job
+
+    up = post(client, admin_headers, _split_zip())
+    ds = wait_for_dataset(client, up.json()["id"], admin_headers)
+    assert ds["state"] == "ready", live_worker.log_tail()
+    job = client.post("/v1/jobs", headers=admin_headers,
+                      json={"dataset_id": ds["id"], "model_name": "own-splits", "spec": TINY_IMAGE_SPEC})
+    assert job.status_code == 201, job.text
+    done = wait_for_job(client, job.json()["id"], admin_headers)
+    assert done["state"] == "succeeded", (done, live_worker.log_tail())
+    from app.db import session_scope
+    from app.tables import Job
+
+    with session_scope() as session:  # the job records the split it used
+        splits = session.get(Job, done["id"]).splits
+    assert sorted(splits["val"]) == sorted(f"val/{c}/{i}.png" for c in ("red", "blue") for i in range(2))
+    assert all(item.startswith("train/") for item in splits["train"])

@@ -19,9 +19,19 @@ from PIL import Image
 
 from app.validation.report import Outcome, balance_warnings, class_balance, listing, summary
 
-# The formats the training input pipeline decodes.
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}
+# The formats the training input pipeline decodes, and the split folder names it reads (kept in
+# step with worker/training/data.py, which app/ may not import).
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 SPLIT_NAMES = ("train", "val", "test")
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 ALL = "all"
 
 
@@ -57,11 +67,20 @@ def _inspect_image(path: Path, max_pixels: int) -> tuple[str, dict[str, Any]]:
 
 
 def _layout(root: Path) -> tuple[str, dict[str, Path], list[Path]]:
-    """('splits' | 'class_folders', {split: folder}, stray top-level entries)."""
-    top = [p for p in root.iterdir() if not p.name.startswith(".")]
-    split_dirs = {p.name: p for p in top if p.is_dir() and p.name in SPLIT_NAMES}
+    """('splits' | 'class_folders', {split: folder}, stray top-level entries).
+
+    Split folders (``train``, ``Validation``, ...) are renamed to their canonical names."""
+    top = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    split_dirs: dict[str, Path] = {}
+    for p in top:
+        split = SPLIT_ALIASES.get(p.name.lower())
+        if p.is_dir() and split and split not in split_dirs:
+            split_dirs[split] = p
     if split_dirs:
-        stray = [p for p in top if p.name not in split_dirs]
+        stray = [p for p in top if p not in split_dirs.values()]
+        for split, folder in list(split_dirs.items()):
+            if folder.name != split:
+                split_dirs[split] = folder.rename(root / split)
         return "splits", dict(sorted(split_dirs.items(), key=lambda kv: SPLIT_NAMES.index(kv[0]))), stray
     return "class_folders", {ALL: root}, [p for p in top if p.is_file()]
 
