@@ -13,6 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from fastapi import Request
 from python_multipart.exceptions import MultipartParseError
@@ -70,7 +71,7 @@ class _Receiver:
         self.file_field = file_field
         self.fields: dict[str, str] = {}
         self.part = _Part()
-        self.out: object | None = None
+        self.out: BinaryIO | None = None
         self.out_path: Path | None = None
         self.digest = hashlib.sha256()
         self.size = 0
@@ -122,7 +123,8 @@ class _Receiver:
             if len(self.head) < HEAD_BYTES:
                 self.head += chunk[: HEAD_BYTES - len(self.head)]
             self.digest.update(chunk)
-            self.out.write(chunk)  # type: ignore[attr-defined]
+            assert self.out is not None
+            self.out.write(chunk)
             return
         self.part.data += data[start:end]
         if len(self.part.data) > MAX_FIELD_BYTES:
@@ -141,14 +143,14 @@ class _Receiver:
             return None
         out = self.out
         self.out = None
-        out.flush()  # type: ignore[attr-defined]
-        os.fsync(out.fileno())  # type: ignore[attr-defined]
-        out.close()  # type: ignore[attr-defined]
+        out.flush()
+        os.fsync(out.fileno())
+        out.close()
         return SpooledUpload(self.out_path, self.digest.hexdigest(), self.size, self.filename, self.head)
 
     def abort(self) -> None:
         if self.out is not None:
-            self.out.close()  # type: ignore[attr-defined]
+            self.out.close()
             self.out = None
         if self.out_path is not None:
             self.out_path.unlink(missing_ok=True)

@@ -41,8 +41,8 @@ def _claim(dataset_id: str, settings: Settings) -> tuple[datetime, dict[str, Any
             )
             .values(validation_started_at=now, validation_attempts=Dataset.validation_attempts + 1)
             .execution_options(synchronize_session=False)
-        ).rowcount
-        if claimed != 1:
+        )
+        if getattr(claimed, "rowcount", 0) != 1:
             return None
         row = session.get(Dataset, dataset_id)
         assert row is not None
@@ -69,8 +69,8 @@ def _finish(dataset_id: str, claimed_at: datetime, values: dict[str, Any], setti
             )
             .values(**values, validated_at=utcnow(), updated_at=utcnow())
             .execution_options(synchronize_session=False)
-        ).rowcount
-        return updated == 1
+        )
+        return getattr(updated, "rowcount", 0) == 1
 
 
 def _outcome_values(outcome: Outcome, storage_key: str) -> dict[str, Any]:

@@ -38,13 +38,13 @@ def _thumbnail(data: bytes, max_pixels: int) -> tuple[str, int, int]:
 def _round_robin(entries: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     """Up to ``limit`` entries spread over the labels, in a stable order."""
     by_label: dict[str, list[dict[str, Any]]] = {}
-    for entry in entries:
-        by_label.setdefault(entry["label"], []).append(entry)
+    for item in entries:
+        by_label.setdefault(item["label"], []).append(item)
     picked: list[dict[str, Any]] = []
     queues = [iter(v) for _, v in sorted(by_label.items())]
     while queues and len(picked) < limit:
         for queue in list(queues):
-            entry = next(queue, None)
+            entry: dict[str, Any] | None = next(queue, None)
             if entry is None:
                 queues.remove(queue)
             elif len(picked) < limit:
