@@ -14,6 +14,7 @@ from app.config import Settings, get_settings
 
 RUN_JOB_TASK = "transferlab.run_job"
 BATCH_PREDICT_TASK = "transferlab.batch_predict"
+VALIDATE_DATASET_TASK = "transferlab.validate_dataset"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -77,6 +78,11 @@ def enqueue_job(settings: Settings, job_id: str, queue: str | None = None, prior
 
 def enqueue_batch_prediction(settings: Settings, batch_id: str) -> None:
     celery_client(settings).send_task(BATCH_PREDICT_TASK, args=[batch_id], queue=settings.io_queue)
+
+
+def enqueue_validation(settings: Settings, dataset_id: str) -> None:
+    """Dataset validation goes to the io queue, never behind a training job on a training-only worker."""
+    celery_client(settings).send_task(VALIDATE_DATASET_TASK, args=[dataset_id], queue=settings.resolved_io_queue)
 
 
 def broker_reachable(settings: Settings) -> str | None:

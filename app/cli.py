@@ -78,6 +78,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return _uvicorn(settings, args.host, args.port, args.workers)
 
 
+def default_queues(settings: Settings) -> str:
+    """Training and dataset validation. A worker that serves only the training queue
+    (``--queues <TL_DEFAULT_QUEUE>``) leaves validations to a worker on ``<TL_DEFAULT_QUEUE>.io``."""
+    return f"{settings.default_queue},{settings.resolved_io_queue}"
+
+
 def worker_argv(queues: str | None, concurrency: int, loglevel: str) -> list[str]:
     settings = get_settings()
     argv = [
@@ -98,7 +104,7 @@ def worker_argv(queues: str | None, concurrency: int, loglevel: str) -> list[str
         "--loglevel",
         loglevel,
         "-Q",
-        queues or f"{settings.default_queue},{settings.io_queue}",
+        queues or default_queues(settings),
     ]
     return argv
 
@@ -154,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(fn=cmd_serve)
 
     worker = sub.add_parser("worker", help="run a Celery training worker")
-    worker.add_argument("--queues", default=None, help="comma-separated queues (default: TL_DEFAULT_QUEUE)")
+    worker.add_argument(
+        "--queues", default=None, help="comma-separated queues (default: TL_DEFAULT_QUEUE and its .io queue)"
+    )
     worker.add_argument("--concurrency", type=int, default=1, help="processes; one per GPU")
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(fn=cmd_worker)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,12 +25,26 @@ class Settings(BaseSettings):
         default=None, description="Local artifact store root; data_dir/artifacts if unset."
     )
     default_queue: str = "transferlab"
-    io_queue: str = Field(default="", description="Queue for I/O tasks (batch prediction); default_queue + '.io'.")
+    # I/O tasks (dataset validation, batch prediction, webhooks) have their own queue, so they never
+    # wait behind a long training job on a worker that serves only the training queue.
+    io_queue: str = Field(default="", description="Queue for I/O tasks; <default_queue>.io if unset.")
     max_upload_bytes: int = 2 * 1024**3
     max_uncompressed_bytes: int = 8 * 1024**3
     max_archive_members: int = 200_000
     max_compression_ratio: float = 200.0
     max_image_pixels: int = 64_000_000
+    # Artifact store: a local directory (default) or S3-compatible object storage (AWS S3, MinIO, ...).
+    artifact_store: Literal["local", "s3"] = "local"
+    s3_bucket: str = "transferlab"
+    s3_prefix: str = ""
+    s3_endpoint_url: str | None = Field(default=None, description="e.g. http://minio:9000; AWS when unset.")
+    s3_region: str | None = None
+    s3_access_key_id: str | None = Field(default=None, description="Falls back to the usual AWS credential chain.")
+    s3_secret_access_key: str | None = None
+    validation_requeue_after_s: float = 600.0
+    validation_stale_after_s: float = 1800.0
+    validation_max_attempts: int = 3
+    sweep_interval_s: float = Field(default=60.0, description="API-side sweep period; 0 disables it.")
     auto_migrate: bool = True
     log_level: str = "INFO"
     # Serving: the loaded-model cache's memory budget and the dynamic batcher's defaults.
@@ -62,6 +77,10 @@ class Settings(BaseSettings):
     @property
     def resolved_broker_url(self) -> str:
         return self.broker_url or "filesystem://"
+
+    @property
+    def resolved_io_queue(self) -> str:
+        return self.io_queue or f"{self.default_queue}.io"
 
     @property
     def resolved_artifact_dir(self) -> Path:

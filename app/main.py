@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from app.config import Settings, get_settings
+from app.dataset_sweep import sweep_lifespan
 from app.db import get_engine, get_sessionmaker
 from app.errors import ServiceUnavailable, install_error_handlers
 from app.logging_setup import configure_logging
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="TransferLab",
         version="0.1.0",
         description="Upload a small labelled dataset, fine-tune a pretrained model, serve it.",
+        lifespan=sweep_lifespan,
     )
     app.state.settings = settings
     app.state.engine = get_engine(settings.resolved_database_url)

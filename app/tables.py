@@ -15,10 +15,12 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -72,14 +74,22 @@ class Dataset(Base):
     __table_args__ = (
         CheckConstraint(_in("state", DATASET_STATES), name="ck_datasets_state"),
         CheckConstraint(_in("task", TASKS), name="ck_datasets_task"),
-        UniqueConstraint("project_id", "content_hash", name="uq_datasets_project_hash"),
+        # One live dataset per content hash and project; a deleted one no longer blocks a re-upload.
+        Index(
+            "uq_datasets_project_hash_live",
+            "project_id",
+            "content_hash",
+            unique=True,
+            postgresql_where=text("deleted_at IS NULL"),
+            sqlite_where=text("deleted_at IS NULL"),
+        ),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     task: Mapped[str] = mapped_column(String(32))
-    state: Mapped[str] = mapped_column(String(16), default="uploading")
+    state: Mapped[str] = mapped_column(String(16), default="uploading", index=True)
     format: Mapped[str] = mapped_column(String(16))
     content_hash: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -92,6 +102,14 @@ class Dataset(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    # Where the raw upload waits for validation (removed once validated).
+    upload_key: Mapped[str | None] = mapped_column(String(300))
+    validation_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    validation_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    validation_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    validated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Soft delete: files are removed, the row stays so jobs and model versions keep their lineage.
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Job(Base):

@@ -95,8 +95,15 @@ def main() -> None:
     labels = [f"c{i}" for i in range(10)]
     sig = {"type": "image", "height": args.size, "width": args.size, "channels": 3, "dtype": "uint8"}
     register(model, project="bench", name="batched", labels=labels, signature=sig, task="image_classification")
-    register(model, project="bench", name="unbatched", labels=labels, signature=sig, task="image_classification",
-             serving_config={"max_batch_size": 1})
+    register(
+        model,
+        project="bench",
+        name="unbatched",
+        labels=labels,
+        signature=sig,
+        task="image_classification",
+        serving_config={"max_batch_size": 1},
+    )
     with session_scope() as session:
         _, key = create_key(session, "bench", "read")
     headers = {"Authorization": f"Bearer {key}"}
@@ -105,9 +112,20 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "app.main:app_factory", "--port", str(port),
-         "--log-level", "warning", "--no-access-log"],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "app.main:app_factory",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -165,12 +183,16 @@ def main() -> None:
 
     print(f"MobileNetV2(weights=None) {args.size}x{args.size}, {os.cpu_count()} CPUs")
     print(f"API RSS before first prediction: {rss:.0f} MB (target < 200)")
-    print(f"bare compiled model, batch 1 p50: {bare_p50:.1f} ms; HTTP single-image p50: {http_p50:.1f} ms; "
-          f"overhead {http_p50 - bare_p50:+.1f} ms (target <= +5)")
+    print(
+        f"bare compiled model, batch 1 p50: {bare_p50:.1f} ms; HTTP single-image p50: {http_p50:.1f} ms; "
+        f"overhead {http_p50 - bare_p50:+.1f} ms (target <= +5)"
+    )
     print(f"bare compiled model, batch 32: {bare_tput:.1f} img/s")
     print(f"16 clients: batched {batched:.1f} img/s, unbatched {unbatched:.1f} img/s")
-    print(f"ratios: batched/unbatched = {batched / unbatched:.2f} (target >= 3); "
-          f"batched/bare batch-32 = {batched / bare_tput:.2f} (target >= 0.8)")
+    print(
+        f"ratios: batched/unbatched = {batched / unbatched:.2f} (target >= 3); "
+        f"batched/bare batch-32 = {batched / bare_tput:.2f} (target >= 0.8)"
+    )
 
 
 if __name__ == "__main__":

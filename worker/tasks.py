@@ -1,9 +1,10 @@
-"""Celery tasks: thin wrappers that hand a job id to the job runner."""
+"""Celery tasks: thin wrappers that hand an id to the module doing the work."""
 
 from __future__ import annotations
 
-from app.broker import BATCH_PREDICT_TASK, RUN_JOB_TASK
+from app.broker import BATCH_PREDICT_TASK, RUN_JOB_TASK, VALIDATE_DATASET_TASK
 from worker.celery_app import celery_app
+from worker.dataset_validation import validate_dataset_by_id
 from worker.job_runner import run_job_by_id
 
 
@@ -17,3 +18,8 @@ def batch_predict(batch_id: str) -> str:
     from worker.batch_predict import run_batch_prediction
 
     return run_batch_prediction(batch_id)
+
+
+@celery_app.task(name=VALIDATE_DATASET_TASK, acks_late=True, reject_on_worker_lost=True)
+def validate_dataset(dataset_id: str) -> str:
+    return validate_dataset_by_id(dataset_id)

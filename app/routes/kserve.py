@@ -240,7 +240,8 @@ def _response(header: dict[str, Any], ref: ModelRef, probs: np.ndarray) -> Respo
     if not blobs:
         return Response(encoded, media_type="application/json")
     return Response(
-        encoded + b"".join(blobs), media_type="application/octet-stream",
+        encoded + b"".join(blobs),
+        media_type="application/octet-stream",
         headers={HEADER_LENGTH: str(len(encoded))},
     )
 

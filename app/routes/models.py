@@ -97,7 +97,11 @@ def get_version(name: str, version: int, session: SessionDep, principal: ReadPri
 
 @router.patch("/{name}/versions/{version}", response_model=ModelVersionDoc)
 def patch_version(
-    name: str, version: int, body: ModelVersionPatch, request: Request, session: SessionDep,
+    name: str,
+    version: int,
+    body: ModelVersionPatch,
+    request: Request,
+    session: SessionDep,
     principal: WritePrincipal,
 ) -> ModelVersionDoc:
     """Per-version serving overrides (``max_batch_size``, ``max_wait_ms``); the model reloads on next use."""
@@ -149,7 +153,9 @@ def download_artifact(
         tmp = Path(tempfile.mkdtemp(dir=request.app.state.settings.data_dir / "tmp"))
         archive = shutil.make_archive(str(tmp / stem), "zip", root_dir=path)
         return FileResponse(
-            archive, filename=f"{stem}.zip", media_type="application/zip",
+            archive,
+            filename=f"{stem}.zip",
+            media_type="application/zip",
             background=BackgroundTask(shutil.rmtree, tmp, ignore_errors=True),
         )
     return FileResponse(path, filename=f"{stem}{path.suffix}", media_type="application/octet-stream")
@@ -159,7 +165,11 @@ def _alias_out(name: str, alias: str, session: Any, principal: Principal, histor
     row, version = registry.get_alias(session, principal, name, alias)
     events = registry.alias_history(session, principal, name, alias) if history else []
     return AliasOut(
-        model=name, alias=alias, version=version.version, updated_by=row.updated_by, updated_at=row.updated_at,
+        model=name,
+        alias=alias,
+        version=version.version,
+        updated_by=row.updated_by,
+        updated_at=row.updated_at,
         history=[AliasEventOut.model_validate(e) for e in events],
     )
 
@@ -249,8 +259,15 @@ async def _read_inputs(request: Request, signature: dict[str, Any]) -> list[Any]
 
 
 async def _predict(
-    request: Request, session: Any, principal: Principal, name: str, *, version: int | None, alias: str | None,
-    top_k: int, backend: str | None,
+    request: Request,
+    session: Any,
+    principal: Principal,
+    name: str,
+    *,
+    version: int | None,
+    alias: str | None,
+    top_k: int,
+    backend: str | None,
 ) -> PredictResponse:
     import numpy as np
 
@@ -265,8 +282,12 @@ async def _predict(
     predictor: Predictor = request.app.state.predictor
     probs, latency = await predictor.predict(ref, chosen, batch, "native")
     return PredictResponse(
-        model=ref.name, version=ref.version, alias=via, backend=chosen,
-        predictions=rank(probs, ref.labels, top_k), latency_ms=latency,
+        model=ref.name,
+        version=ref.version,
+        alias=via,
+        backend=chosen,
+        predictions=rank(probs, ref.labels, top_k),
+        latency_ms=latency,
     )
 
 
@@ -276,8 +297,13 @@ BackendQ = Annotated[str | None, Query(description="keras (default) or an export
 
 @router.post("/{name}/predict", response_model=PredictResponse)
 async def predict(
-    name: str, request: Request, session: SessionDep, principal: ReadPrincipal,
-    version: Annotated[int | None, Query(ge=1)] = None, alias: str | None = None, top_k: TopK = 5,
+    name: str,
+    request: Request,
+    session: SessionDep,
+    principal: ReadPrincipal,
+    version: Annotated[int | None, Query(ge=1)] = None,
+    alias: str | None = None,
+    top_k: TopK = 5,
     backend: BackendQ = None,
 ) -> PredictResponse:
     return await _predict(request, session, principal, name, version=version, alias=alias, top_k=top_k, backend=backend)
@@ -285,7 +311,12 @@ async def predict(
 
 @router.post("/{name}/versions/{version}/predict", response_model=PredictResponse)
 async def predict_version(
-    name: str, version: int, request: Request, session: SessionDep, principal: ReadPrincipal, top_k: TopK = 5,
+    name: str,
+    version: int,
+    request: Request,
+    session: SessionDep,
+    principal: ReadPrincipal,
+    top_k: TopK = 5,
     backend: BackendQ = None,
 ) -> PredictResponse:
     return await _predict(request, session, principal, name, version=version, alias=None, top_k=top_k, backend=backend)
@@ -293,7 +324,12 @@ async def predict_version(
 
 @router.post("/{name}/aliases/{alias}/predict", response_model=PredictResponse)
 async def predict_alias(
-    name: str, alias: str, request: Request, session: SessionDep, principal: ReadPrincipal, top_k: TopK = 5,
+    name: str,
+    alias: str,
+    request: Request,
+    session: SessionDep,
+    principal: ReadPrincipal,
+    top_k: TopK = 5,
     backend: BackendQ = None,
 ) -> PredictResponse:
     return await _predict(request, session, principal, name, version=None, alias=alias, top_k=top_k, backend=backend)

@@ -89,8 +89,9 @@ async def predict(name: str, request: Request, session: SessionDep, principal: R
 
 
 @router.post("/{name}/versions/{version}:predict")
-async def predict_version(name: str, version: int, request: Request, session: SessionDep,
-                          principal: ReadPrincipal) -> Any:
+async def predict_version(
+    name: str, version: int, request: Request, session: SessionDep, principal: ReadPrincipal
+) -> Any:
     return await _predict(request, session, principal, name, str(version))
 
 

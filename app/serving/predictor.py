@@ -67,7 +67,10 @@ class Predictor:
         size, wait = self.batching_for(ref)
         batch_hist = metrics.BATCH_SIZE.labels(**labels)
         batcher = DynamicBatcher(
-            model, max_batch_size=size, max_wait_ms=wait, name=f"{ref.name}-{ref.version}-{backend}",
+            model,
+            max_batch_size=size,
+            max_wait_ms=wait,
+            name=f"{ref.name}-{ref.version}-{backend}",
             on_batch=batch_hist.observe,
         )
         footprint = estimate_footprint(int(artifact.get("size_bytes") or 0), model.params)
