@@ -10,6 +10,7 @@ from app.errors import ServiceUnavailable, install_error_handlers
 from app.logging_setup import configure_logging
 from app.migrate import is_at_head, upgrade
 from app.routes import bases, datasets, health, jobs, models
+from app.routes import webhooks as webhook_routes
 from app.serving.runtime import ModelCache
 
 
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (health, datasets, jobs, models, bases):
         app.include_router(module.router)
+    app.include_router(webhook_routes.router)
     return app
 
 

@@ -157,7 +157,10 @@ class LiveWorker:
 @pytest.fixture(scope="session")
 def live_worker(database: str) -> Iterator[LiveWorker]:
     """A real Celery worker process (prefork, one job at a time) consuming this run's queue."""
-    worker = LiveWorker(DATA_DIR / "worker.log", dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+    # Jobs' and the I/O queue (webhooks). Tests measure no warm-start latency: skip the engine prewarm.
+    worker = LiveWorker(
+        DATA_DIR / "worker.log", dict(os.environ, PYTHONPATH=str(REPO_ROOT), TL_PREWARM_WORKER="false")
+    )
     worker.start()
     yield worker
     worker.stop()
@@ -168,7 +171,10 @@ def pytest_sessionfinish(session, exitstatus):  # type: ignore[no-untyped-def]
     try:
         import redis
 
-        redis.Redis.from_url(REDIS_URL).delete(os.environ["TL_DEFAULT_QUEUE"])
+        queue = os.environ["TL_DEFAULT_QUEUE"]
+        client = redis.Redis.from_url(REDIS_URL)
+        client.delete(queue, *[f"{queue}{suffix}{sep}{step}" for suffix in ("", ".io", ".gpu")
+                               for sep in (":",) for step in range(1, 10)], f"{queue}.io", f"{queue}.gpu")
     except Exception:  # noqa: BLE001
         pass
 
