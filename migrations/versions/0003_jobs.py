@@ -101,7 +101,8 @@ def upgrade() -> None:
         )
         op.execute(
             f"CREATE TRIGGER tl_jobs_transition_guard BEFORE UPDATE OF state ON jobs FOR EACH ROW "
-            f"WHEN NEW.state <> OLD.state AND (OLD.state || '>' || NEW.state) NOT IN {ALLOWED} "
+            f"WHEN OLD.state NOT IN {TERMINAL} AND NEW.state <> OLD.state "
+            f"AND (OLD.state || '>' || NEW.state) NOT IN {ALLOWED} "
             f"BEGIN SELECT RAISE(ABORT, '{ILLEGAL_MESSAGE}'); END"
         )
 
