@@ -163,3 +163,16 @@ def test_cli_keys_create_prints_a_working_key(client):
     assert key.startswith("tl_")
     assert "shown only once" in result.stderr
     assert client.get("/v1/datasets", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+
+
+def test_refuses_to_start_when_database_is_behind(tmp_path, settings):
+    import pytest
+
+    from app.errors import ServiceUnavailable
+    from app.main import prepare_database
+
+    behind = settings.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'old.db'}", "auto_migrate": False})
+    with pytest.raises(ServiceUnavailable, match="transferlab db upgrade"):
+        prepare_database(behind)
+    prepare_database(behind.model_copy(update={"auto_migrate": True}))  # migrates instead
+    prepare_database(behind)  # now at head: starts

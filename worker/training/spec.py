@@ -7,13 +7,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Task = Literal["image_classification", "text_classification"]
-Strategy = Literal[
-    "feature_extraction", "fine_tune", "partial", "two_phase", "peft", "few_shot", "zero_shot"
-]
+Strategy = Literal["feature_extraction", "fine_tune", "partial", "two_phase", "peft", "few_shot", "zero_shot"]
 ExportFormat = Literal["keras", "savedmodel", "tflite_float32", "tflite_float16", "tflite_int8"]
-Preprocessing = Literal[
-    "base_default", "none", "rescale_1_255", "rescale_minus1_1", "caffe", "torch"
-]
+Preprocessing = Literal["base_default", "none", "rescale_1_255", "rescale_minus1_1", "caffe", "torch"]
 
 DEFAULT_TEXT_BASE = "all-MiniLM-L6-v2"
 DEFAULT_IMAGE_BASE = "MobileNetV2"
@@ -84,8 +80,9 @@ class Hyperparameters(_Strict):
     epochs: int = Field(default=10, ge=1, le=1000)
     batch_size: int = Field(default=32, ge=1, le=4096)
     learning_rate: float | None = Field(
-        default=None, gt=0, description="default: 1e-3 for a head on a frozen base, 1e-4 fine-tuning, "
-        "5e-5 fine-tuning text"
+        default=None,
+        gt=0,
+        description="default: 1e-3 for a head on a frozen base, 1e-4 fine-tuning, 5e-5 fine-tuning text",
     )
     optimizer: Literal["adam", "sgd", "rmsprop", "adamw"] = "adam"
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
