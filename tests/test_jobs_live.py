@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -14,16 +16,33 @@ import pytest
 from tests.helpers import image_zip, wait_for_job
 from tests.jobs_helpers import WebhookReceiver, ready_dataset
 
-# Slow enough to act on mid-training, small enough for two CPU cores: the whole tiny base trains every batch.
+# A three-layer convolutional base (uploaded-file kind): cheap to build and trace, yet every batch trains the
+# whole base, so an epoch lasts long enough to act on mid-training.
 SLOW_SPEC = {
     "task": "image_classification",
     "base": {"kind": "catalog", "name": "MobileNetV2", "weights": "none", "alpha": 0.35},
     "strategy": "fine_tune",
-    "hyperparameters": {"epochs": 4, "batch_size": 2, "image_size": 32, "learning_rate": 0.001,
+    "hyperparameters": {"epochs": 6, "batch_size": 2, "image_size": 32, "learning_rate": 0.001,
                         "early_stopping": None, "validation_split": 0.2, "test_split": 0.1},
     "export_formats": ["keras"],
     "seed": 3,
 }
+TINY_BASE = """
+import sys, keras
+inputs = keras.Input((32, 32, 3))
+x = keras.layers.Rescaling(1 / 255.0)(inputs)
+for filters in (32, 32, 32):
+    x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+keras.Model(inputs, x, name="tiny").save(sys.argv[1])
+"""
+
+
+@pytest.fixture(scope="module")
+def slow_spec(tmp_path_factory) -> dict:  # type: ignore[type-arg]
+    path = tmp_path_factory.mktemp("bases") / "tiny.keras"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    subprocess.run([sys.executable, "-c", TINY_BASE, str(path)], check=True, env=env)
+    return {**SLOW_SPEC, "base": {"kind": "keras_file", "path": str(path)}}
 
 
 def _uploaded_dataset(client, headers, per_class: int = 10) -> str:  # type: ignore[no-untyped-def]
@@ -76,11 +95,11 @@ def test_webhooks_delivered_by_the_worker(client, admin_headers, live_worker):
 
 
 @pytest.mark.slow
-def test_cancel_running_job_over_sse(client, admin_headers, live_worker, settings):
+def test_cancel_running_job_over_sse(client, admin_headers, live_worker, settings, slow_spec):
     from app.services.sweep import job_dir
 
     dataset = _uploaded_dataset(client, admin_headers)
-    spec = {**SLOW_SPEC, "hyperparameters": {**SLOW_SPEC["hyperparameters"], "epochs": 40}}
+    spec = {**slow_spec, "hyperparameters": {**slow_spec["hyperparameters"], "epochs": 200}}
     job = client.post("/v1/jobs", headers=admin_headers,
                       json={"dataset_id": dataset, "model_name": "c", "spec": spec, "device": "cpu"}).json()
 
@@ -99,7 +118,7 @@ def test_cancel_running_job_over_sse(client, admin_headers, live_worker, setting
     assert json.loads(body.strip().splitlines()[-1].removeprefix("data: ")) == {"state": "cancelled"}
     final = client.get(f"/v1/jobs/{job['id']}", headers=admin_headers).json()
     assert final["state"] == "cancelled" and final["model_version"] is None
-    assert final["progress"]["epoch"] < 40
+    assert final["progress"]["epoch"] < 200
     states = [e["data"]["state"] for e in client.get(f"/v1/jobs/{job['id']}/events", headers=admin_headers)
               .json()["items"] if e["kind"] == "state"]
     assert states == ["queued", "running", "cancelling", "cancelled"]
@@ -109,10 +128,10 @@ def test_cancel_running_job_over_sse(client, admin_headers, live_worker, setting
 
 
 @pytest.mark.slow
-def test_sigkilled_training_process_is_redelivered_and_resumes(client, admin_headers, live_worker):
+def test_sigkilled_training_process_is_redelivered_and_resumes(client, admin_headers, live_worker, slow_spec):
     dataset = _uploaded_dataset(client, admin_headers)
     job = client.post("/v1/jobs", headers=admin_headers,
-                      json={"dataset_id": dataset, "model_name": "k", "spec": SLOW_SPEC}).json()
+                      json={"dataset_id": dataset, "model_name": "k", "spec": slow_spec}).json()
 
     def first_epoch_done():  # type: ignore[no-untyped-def]
         events = client.get(f"/v1/jobs/{job['id']}/events", headers=admin_headers).json()["items"]
@@ -128,10 +147,10 @@ def test_sigkilled_training_process_is_redelivered_and_resumes(client, admin_hea
     final = wait_for_job(client, job["id"], admin_headers, timeout=240)
     assert final["state"] == "succeeded", (final, live_worker.log_tail())
     assert final["attempts"] == 2 and final["model_version"] == 1
-    assert final["metrics"]["epochs_completed"] == 4
+    assert final["metrics"]["epochs_completed"] == 6
     assert final["result"]["resumed_from_epoch"] >= 1
     assert int(final["worker"].rsplit(":", 1)[1]) != pid
     events = client.get(f"/v1/jobs/{job['id']}/events", headers=admin_headers).json()["items"]
-    assert {e["data"]["epoch"] for e in events if e["kind"] == "epoch"} == {1, 2, 3, 4}
+    assert {e["data"]["epoch"] for e in events if e["kind"] == "epoch"} == {1, 2, 3, 4, 5, 6}
     assert "redelivered after the worker was lost" in client.get(f"/v1/jobs/{job['id']}/logs",
                                                                   headers=admin_headers).text

@@ -194,8 +194,6 @@ class DbCallbacks:
         with session_scope() as session:
             session.add(JobEvent(job_id=self.job_id, kind="epoch", data={"epoch": epoch, **metrics}))
         self.ownership.touch()
-        self.log(f"epoch {epoch}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                                 for k, v in metrics.items()))
 
     def should_cancel(self) -> bool:
         now = time.monotonic()
