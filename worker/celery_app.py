@@ -27,7 +27,10 @@ celery_app.conf.include = ["worker.tasks"]
 
 def _prewarm() -> None:
     try:
+        import tensorflow  # noqa: F401
+
         import worker.training.engine  # noqa: F401
+        import worker.training.trainer  # noqa: F401
     except Exception:  # noqa: BLE001 - the task imports it again and reports the real error
         log.debug("prewarm import failed", exc_info=True)
 
