@@ -44,7 +44,6 @@ class Settings(BaseSettings):
     validation_requeue_after_s: float = 600.0
     validation_stale_after_s: float = 1800.0
     validation_max_attempts: int = 3
-    sweep_interval_s: float = Field(default=60.0, description="API-side sweep period; 0 disables it.")
     auto_migrate: bool = True
     log_level: str = "INFO"
     # Serving: the loaded-model cache's memory budget and the dynamic batcher's defaults.
@@ -53,12 +52,35 @@ class Settings(BaseSettings):
     serving_max_wait_ms: float = Field(
         default=0.0, ge=0, description="How long a batch waits for more requests; 0 batches only what queued up."
     )
+    # Jobs: routing, limits, liveness and the sweep that repairs what a crash or a lost message left behind.
+    gpu_queue: str = Field(default="", description="Queue of jobs needing a GPU; default_queue + '.gpu'.")
+    default_device: str = Field(default="cpu", pattern="^(cpu|gpu)$", description="Device of a job that names none.")
+    max_running_per_project: int = Field(
+        default=4, ge=0, description="Jobs of one project running at once; 0: no limit."
+    )
+    limit_wait_s: float = Field(default=15.0, gt=0, description="Countdown before a job over the limit is tried again.")
+    job_max_attempts: int = Field(default=3, ge=1)
+    heartbeat_interval_s: float = Field(default=10.0, gt=0)
+    heartbeat_stale_s: float = Field(default=120.0, gt=0, description="A running job silent this long is requeued.")
+    sweep_interval_s: float = Field(default=30.0, gt=0, description="Period of the Celery beat sweep.")
+    sweep_queued_after_s: float = Field(
+        default=60.0, ge=0, description="A queued job older than this with no message in the broker is enqueued again."
+    )
+    prewarm_worker: bool = Field(default=True, description="Import the training engine in each fresh worker child.")
+    webhook_timeout_s: float = 10.0
+    webhook_max_attempts: int = Field(default=6, ge=1)
+    webhook_backoff_s: float = Field(default=5.0, gt=0, description="First retry delay; doubles each attempt.")
 
     @model_validator(mode="after")
     def _default_io_queue(self) -> Settings:
         if not self.io_queue:
             self.io_queue = f"{self.default_queue}.io"
+        if not self.gpu_queue:
+            self.gpu_queue = f"{self.default_queue}.gpu"
         return self
+
+    def queue_for_device(self, device: str) -> str:
+        return self.gpu_queue if device == "gpu" else self.default_queue
 
     @property
     def resolved_database_url(self) -> str:

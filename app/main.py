@@ -5,12 +5,12 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from app.config import Settings, get_settings
-from app.dataset_sweep import sweep_lifespan
 from app.db import get_engine, get_sessionmaker
 from app.errors import ServiceUnavailable, install_error_handlers
 from app.logging_setup import configure_logging
 from app.migrate import is_at_head, upgrade
 from app.routes import bases, batch_predictions, datasets, health, jobs, kserve, metrics, models, tfserving
+from app.routes import webhooks as webhook_routes
 from app.serving.predictor import Predictor
 from app.storage import get_store
 
@@ -33,7 +33,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="TransferLab",
         version="0.1.0",
         description="Upload a small labelled dataset, fine-tune a pretrained model, serve it.",
-        lifespan=sweep_lifespan,
     )
     app.state.settings = settings
     app.state.engine = get_engine(settings.resolved_database_url)
@@ -42,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (health, metrics, datasets, jobs, tfserving, models, kserve, batch_predictions, bases):
         app.include_router(module.router)
+    app.include_router(webhook_routes.router)
     return app
 
 

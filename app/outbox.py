@@ -8,7 +8,8 @@ re-enqueues queued jobs that were never picked up.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session
@@ -46,3 +47,15 @@ def _drop_on_rollback(session: Session) -> None:
             fn()
         except Exception:
             log.exception("cleanup after rollback failed")
+
+
+@contextmanager
+def savepoint(session: Session) -> Iterator[None]:
+    """``session.begin_nested()`` that also forgets side effects queued inside it when it rolls back."""
+    queued = list(session.info.get(_KEY, []))
+    try:
+        with session.begin_nested():
+            yield
+    except BaseException:
+        session.info[_KEY] = queued
+        raise

@@ -162,7 +162,8 @@ def live_worker(database: str) -> Iterator[LiveWorker]:
     otherwise spend a fresh child process on each of them before reaching the current test's work.
     """
     _purge_queues()
-    worker = LiveWorker(DATA_DIR / "worker.log", dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+    # Tests measure no warm-start latency: skip the engine prewarm.
+    worker = LiveWorker(DATA_DIR / "worker.log", dict(os.environ, PYTHONPATH=str(REPO_ROOT), TL_PREWARM_WORKER="false"))
     worker.start()
     yield worker
     worker.stop()

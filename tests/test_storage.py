@@ -44,6 +44,8 @@ def s3_settings(settings, s3_endpoint, tmp_path):  # type: ignore[no-untyped-def
         "s3_access_key_id": "testing",
         "s3_secret_access_key": "testing",
         "s3_prefix": "tl",
+        # A queue no live worker of this run consumes: the test validates in-process, on these settings.
+        "io_queue": f"{settings.default_queue}.s3-{bucket}",
     }
     boto3.client(
         "s3",
