@@ -1,4 +1,4 @@
-"""The ``transferlab`` command: serve, worker, dev, keys, db."""
+"""The ``transferlab`` command: serve, worker, beat, sweep, dev, keys, db."""
 
 from __future__ import annotations
 
@@ -78,7 +78,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return _uvicorn(settings, args.host, args.port, args.workers)
 
 
-def worker_argv(queues: str | None, concurrency: int, loglevel: str) -> list[str]:
+def default_worker_queues(settings: Settings, device: str = "cpu") -> str:
+    """The job queue of ``device`` and the I/O queue (dataset validation, batch prediction, webhooks, sweeps)."""
+    return f"{settings.queue_for_device(device)},{settings.io_queue}"
+
+
+def worker_argv(
+    queues: str | None, concurrency: int, loglevel: str, beat: bool = False, device: str = "cpu"
+) -> list[str]:
     settings = get_settings()
     argv = [
         sys.executable,
@@ -98,15 +105,56 @@ def worker_argv(queues: str | None, concurrency: int, loglevel: str) -> list[str
         "--loglevel",
         loglevel,
         "-Q",
-        queues or f"{settings.default_queue},{settings.io_queue}",
+        queues or default_worker_queues(settings, device),
     ]
+    if beat:
+        argv += ["--beat", "--schedule", str((settings.data_dir / "celerybeat-schedule").resolve())]
     return argv
 
 
+def beat_argv(loglevel: str) -> list[str]:
+    settings = get_settings()
+    schedule = str((settings.data_dir / "celerybeat-schedule").resolve())
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "beat",
+        "--loglevel",
+        loglevel,
+        "--schedule",
+        schedule,
+    ]
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
-    argv = worker_argv(args.queues, args.concurrency, args.loglevel)
+    get_settings().ensure_dirs()
+    argv = worker_argv(args.queues, args.concurrency, args.loglevel, beat=args.beat, device=args.device)
     os.execv(argv[0], argv)
     return 0  # pragma: no cover
+
+
+def cmd_beat(args: argparse.Namespace) -> int:
+    get_settings().ensure_dirs()
+    argv = beat_argv(args.loglevel)
+    os.execv(argv[0], argv)
+    return 0  # pragma: no cover
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import json
+
+    from app.db import session_scope
+    from app.services.sweep import run_sweep
+
+    settings = get_settings()
+    _db_upgrade(settings)
+    with session_scope(settings.resolved_database_url) as session:
+        report = run_sweep(session, settings)
+    print(json.dumps(report.to_dict()))
+    return 0
 
 
 def _die_with_parent() -> None:
@@ -132,7 +180,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into SystemExit so the
     # worker below is always stopped with the API.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    worker = subprocess.Popen(worker_argv(None, 1, "INFO"), preexec_fn=_die_with_parent)
+    worker = subprocess.Popen(worker_argv(None, 1, "INFO", beat=True), preexec_fn=_die_with_parent)
     try:
         return _uvicorn(settings, args.host, args.port)
     finally:
@@ -154,10 +202,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(fn=cmd_serve)
 
     worker = sub.add_parser("worker", help="run a Celery training worker")
-    worker.add_argument("--queues", default=None, help="comma-separated queues (default: TL_DEFAULT_QUEUE)")
+    worker.add_argument(
+        "--queues", default=None, help="comma-separated queues (default: the device's job queue and TL_IO_QUEUE)"
+    )
     worker.add_argument("--concurrency", type=int, default=1, help="processes; one per GPU")
     worker.add_argument("--loglevel", default="INFO")
+    worker.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="which job queue to consume")
+    worker.add_argument("--beat", action="store_true", help="also run the periodic sweep (one per deployment)")
     worker.set_defaults(fn=cmd_worker)
+
+    beat = sub.add_parser("beat", help="run the scheduler of the periodic sweep (one per deployment)")
+    beat.add_argument("--loglevel", default="INFO")
+    beat.set_defaults(fn=cmd_beat)
+
+    sweep = sub.add_parser("sweep", help="requeue stalled jobs and resend lost messages, once")
+    sweep.set_defaults(fn=cmd_sweep)
 
     dev = sub.add_parser("dev", help="API + one worker on the embedded default (SQLite, local broker)")
     dev.add_argument("--host", default="127.0.0.1")

@@ -11,6 +11,7 @@ from app.errors import ServiceUnavailable, install_error_handlers
 from app.logging_setup import configure_logging
 from app.migrate import is_at_head, upgrade
 from app.routes import bases, batch_predictions, datasets, health, jobs, kserve, metrics, models, tfserving
+from app.routes import webhooks as webhook_routes
 from app.serving.predictor import Predictor
 from app.storage import get_store
 
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (health, metrics, datasets, jobs, tfserving, models, kserve, batch_predictions, bases):
         app.include_router(module.router)
+    app.include_router(webhook_routes.router)
     return app
 
 

@@ -94,6 +94,7 @@ def rss_mb(pid: int) -> float:
 
 # --- the load generator (runs in its own process) ---------------------------------------------------
 
+
 async def _client(port: int, request: bytes, stop: float, latencies: list[float]) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
@@ -120,8 +121,12 @@ async def _load(port: int, request: bytes, clients: int, seconds: float) -> dict
     started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(_client(port, request, time.monotonic() + seconds, latencies) for _ in range(clients)))
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return {"rate": len(latencies) / elapsed, "p50_ms": statistics.median(latencies) * 1000, "n": len(latencies),
-            "client_cpu_ms": cpu * 1000 / len(latencies)}
+    return {
+        "rate": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "n": len(latencies),
+        "client_cpu_ms": cpu * 1000 / len(latencies),
+    }
 
 
 def load_main(args: argparse.Namespace) -> None:
@@ -136,11 +141,29 @@ def load_main(args: argparse.Namespace) -> None:
 
 # --- the benchmark -------------------------------------------------------------------------------------
 
+
 def run_load(port: int, key: str, name: str, body: Path, clients: int, seconds: float) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, __file__, "--load", "--port", str(port), "--key", key, "--path", f"/v1/models/{name}/predict",
-         "--body", str(body), "--clients", str(clients), "--seconds", str(seconds)],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            __file__,
+            "--load",
+            "--port",
+            str(port),
+            "--key",
+            key,
+            "--path",
+            f"/v1/models/{name}/predict",
+            "--body",
+            str(body),
+            "--clients",
+            str(clients),
+            "--seconds",
+            str(seconds),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -151,7 +174,7 @@ def batch_stats(base: str) -> dict[str, tuple[float, float]]:
 
     text = httpx.get(f"{base}/metrics", timeout=10).text
     stats: dict[str, list[float]] = {}
-    for m in re.finditer(r'^tl_inference_batch_size_(count|sum)\{([^}]*)\} ([0-9.e+]+)$', text, re.M):
+    for m in re.finditer(r"^tl_inference_batch_size_(count|sum)\{([^}]*)\} ([0-9.e+]+)$", text, re.M):
         model = re.search(r'model="([^"]*)"', m.group(2)).group(1)  # type: ignore[union-attr]
         entry = stats.setdefault(model, [0.0, 0.0])
         entry[0 if m.group(1) == "count" else 1] += float(m.group(3))
@@ -202,8 +225,15 @@ def main() -> None:
     labels = [f"c{i}" for i in range(10)]
     sig = {"type": "image", "height": args.size, "width": args.size, "channels": 3, "dtype": "uint8"}
     register(model, project="bench", name="batched", labels=labels, signature=sig, task="image_classification")
-    register(model, project="bench", name="unbatched", labels=labels, signature=sig, task="image_classification",
-             serving_config={"max_batch_size": 1})
+    register(
+        model,
+        project="bench",
+        name="unbatched",
+        labels=labels,
+        signature=sig,
+        task="image_classification",
+        serving_config={"max_batch_size": 1},
+    )
     with session_scope() as session:
         _, key = create_key(session, "bench", "read")
     buf = io.BytesIO()
@@ -215,9 +245,20 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "app.main:app_factory", "--port", str(port),
-         "--log-level", "warning", "--no-access-log"],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "app.main:app_factory",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )
     base = f"http://127.0.0.1:{port}"
     rounds: list[dict[str, float]] = []
@@ -254,23 +295,35 @@ def main() -> None:
     def med_ratio(a: str, b: str) -> float:
         return statistics.median(row[a] / row[b] for row in rounds)
 
-    print(f"\nMobileNetV2(weights=None) {args.size}x{args.size}, {os.cpu_count()} CPUs, "
-          f"{args.clients} clients, medians of {args.rounds} interleaved rounds")
+    print(
+        f"\nMobileNetV2(weights=None) {args.size}x{args.size}, {os.cpu_count()} CPUs, "
+        f"{args.clients} clients, medians of {args.rounds} interleaved rounds"
+    )
     print(f"API RSS before first prediction: {rss:.0f} MB (target < 200)")
-    print(f"single image p50: bare compiled model {med('bare_p50'):.1f} ms, over HTTP {med('http_p50'):.1f} ms; "
-          f"overhead {statistics.median(r['http_p50'] - r['bare_p50'] for r in rounds):+.1f} ms (target <= +5)")
-    print(f"bare compiled model: batch 1 {med('bare1'):.1f}, batch 16 {med('bare16'):.1f}, "
-          f"batch 32 {med('bare32'):.1f} img/s; CPU per image {med('bare1_cpu_ms'):.1f} / {med('bare16_cpu_ms'):.1f} / "
-          f"{med('bare32_cpu_ms'):.1f} core-ms")
+    print(
+        f"single image p50: bare compiled model {med('bare_p50'):.1f} ms, over HTTP {med('http_p50'):.1f} ms; "
+        f"overhead {statistics.median(r['http_p50'] - r['bare_p50'] for r in rounds):+.1f} ms (target <= +5)"
+    )
+    print(
+        f"bare compiled model: batch 1 {med('bare1'):.1f}, batch 16 {med('bare16'):.1f}, "
+        f"batch 32 {med('bare32'):.1f} img/s; CPU per image {med('bare1_cpu_ms'):.1f} / {med('bare16_cpu_ms'):.1f} / "
+        f"{med('bare32_cpu_ms'):.1f} core-ms"
+    )
     for name in ("batched", "unbatched"):
-        print(f"server, {name}: {med(name):.1f} img/s, p50 {med(name + '_p50'):.0f} ms, "
-              f"mean model batch {med(name + '_batch'):.1f}; CPU per image: server {med(name + '_server_cpu_ms'):.1f} "
-              f"core-ms (model included), load client {med(name + '_client_cpu_ms'):.2f} core-ms")
-    print(f"ratios: batched/unbatched = {med_ratio('batched', 'unbatched'):.2f} (target >= 3); "
-          f"batched/bare batch-32 = {med_ratio('batched', 'bare32'):.2f} (target >= 0.8)")
-    print(f"the model's own ceilings: bare batch-16/batch-1 = {med_ratio('bare16', 'bare1'):.2f}, "
-          f"bare batch-16/batch-32 = {med_ratio('bare16', 'bare32'):.2f} "
-          f"({args.clients} clients with one request each in flight never make a batch over {args.clients})")
+        print(
+            f"server, {name}: {med(name):.1f} img/s, p50 {med(name + '_p50'):.0f} ms, "
+            f"mean model batch {med(name + '_batch'):.1f}; CPU per image: server {med(name + '_server_cpu_ms'):.1f} "
+            f"core-ms (model included), load client {med(name + '_client_cpu_ms'):.2f} core-ms"
+        )
+    print(
+        f"ratios: batched/unbatched = {med_ratio('batched', 'unbatched'):.2f} (target >= 3); "
+        f"batched/bare batch-32 = {med_ratio('batched', 'bare32'):.2f} (target >= 0.8)"
+    )
+    print(
+        f"the model's own ceilings: bare batch-16/batch-1 = {med_ratio('bare16', 'bare1'):.2f}, "
+        f"bare batch-16/batch-32 = {med_ratio('bare16', 'bare32'):.2f} "
+        f"({args.clients} clients with one request each in flight never make a batch over {args.clients})"
+    )
 
 
 if __name__ == "__main__":

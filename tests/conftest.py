@@ -156,21 +156,35 @@ class LiveWorker:
 
 @pytest.fixture(scope="session")
 def live_worker(database: str) -> Iterator[LiveWorker]:
-    """A real Celery worker process (prefork, one job at a time) consuming this run's queue."""
-    worker = LiveWorker(DATA_DIR / "worker.log", dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+    """A real Celery worker process (prefork, one job at a time) consuming this run's queues.
+
+    Messages sent by earlier tests (for rows since truncated) are dropped first: the worker would
+    otherwise spend a fresh child process on each of them before reaching the current test's work.
+    """
+    _purge_queues()
+    # Tests measure no warm-start latency: skip the engine prewarm.
+    worker = LiveWorker(DATA_DIR / "worker.log", dict(os.environ, PYTHONPATH=str(REPO_ROOT), TL_PREWARM_WORKER="false"))
     worker.start()
     yield worker
     worker.stop()
 
 
-def pytest_sessionfinish(session, exitstatus):  # type: ignore[no-untyped-def]
-    # Leave no stray queue behind in the shared Redis.
+def _purge_queues() -> None:
     try:
         import redis
 
-        redis.Redis.from_url(REDIS_URL).delete(os.environ["TL_DEFAULT_QUEUE"], os.environ["TL_DEFAULT_QUEUE"] + ".io")
+        client = redis.Redis.from_url(REDIS_URL)
+        # The run's queues, their .io twin and the per-priority lists Celery keeps beside them.
+        keys = list(client.scan_iter(match=os.environ["TL_DEFAULT_QUEUE"] + "*"))
+        if keys:
+            client.delete(*keys)
     except Exception:  # noqa: BLE001
         pass
+
+
+def pytest_sessionfinish(session, exitstatus):  # type: ignore[no-untyped-def]
+    # Leave no stray queue behind in the shared Redis.
+    _purge_queues()
 
 
 sys.path.insert(0, str(REPO_ROOT))

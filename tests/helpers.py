@@ -51,3 +51,46 @@ def wait_for_job(client: Any, job_id: str, headers: dict[str, str], timeout: flo
             return job
         time.sleep(0.5)
     raise AssertionError(f"job {job_id} did not finish in {timeout}s; last state {job['state']}")
+
+
+def wait_for_dataset(client: Any, dataset_id: str, headers: dict[str, str], timeout: float = 60) -> dict[str, Any]:
+    """Poll until a dataset's validation is done (ready or invalid); needs a worker on the io queue."""
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        body = client.get(f"/v1/datasets/{dataset_id}", headers=headers).json()
+        if body.get("state") in ("ready", "invalid"):
+            return body
+        time.sleep(0.2)
+    raise AssertionError(f"dataset {dataset_id} not validated in {timeout}s; last: {body.get('state')}")
+
+
+def validate_now(client: Any, dataset_id: str, headers: dict[str, str]) -> dict[str, Any]:
+    """Run the worker's validation in this process (for tests without a live worker), then wait for it.
+
+    Safe next to a live worker: a dataset is claimed atomically, so whichever comes first validates it.
+    """
+    from worker.dataset_validation import validate_dataset_by_id
+
+    validate_dataset_by_id(dataset_id)
+    return wait_for_dataset(client, dataset_id, headers)
+
+
+def upload_dataset(
+    client: Any,
+    headers: dict[str, str],
+    content: bytes | None = None,
+    filename: str = "d.zip",
+    *,
+    name: str = "d",
+    inline: bool = True,
+    **form: str,
+) -> dict[str, Any]:
+    """Upload and return the validated dataset (validated in-process when ``inline``)."""
+    content = image_zip() if content is None else content
+    response = client.post(
+        "/v1/datasets", headers=headers, files={"file": (filename, content)}, data={"name": name, **form}
+    )
+    assert response.status_code in (200, 201), response.text
+    dataset_id = response.json()["id"]
+    return validate_now(client, dataset_id, headers) if inline else wait_for_dataset(client, dataset_id, headers)

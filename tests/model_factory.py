@@ -98,9 +98,16 @@ def register(
                 store.put_file(key, path)
                 artifacts[fmt] = {"key": key, "size_bytes": path.stat().st_size, "parity": None}
         row = ModelVersion(
-            project_id=proj.id, name=name, version=version, task=task, labels=labels,
-            metrics={"accuracy": 1.0}, input_signature=signature, artifacts=artifacts,
-            base={"kind": "catalog", "name": "tiny"}, strategy="feature_extraction",
+            project_id=proj.id,
+            name=name,
+            version=version,
+            task=task,
+            labels=labels,
+            metrics={"accuracy": 1.0},
+            input_signature=signature,
+            artifacts=artifacts,
+            base={"kind": "catalog", "name": "tiny"},
+            strategy="feature_extraction",
             serving_config=serving_config or {},
         )
         session.add(row)
@@ -109,14 +116,26 @@ def register(
 
 
 def register_image_model(
-    *, project: str = "acme", name: str = "colors", labels: list[str] | None = None, size: int = 8,
-    formats: tuple[str, ...] = ("keras",), scale: float = 10.0, serving_config: dict[str, Any] | None = None,
+    *,
+    project: str = "acme",
+    name: str = "colors",
+    labels: list[str] | None = None,
+    size: int = 8,
+    formats: tuple[str, ...] = ("keras",),
+    scale: float = 10.0,
+    serving_config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     labels = labels or ["blue", "green", "red"]
     signature = {"type": "image", "height": size, "width": size, "channels": 3, "dtype": "uint8"}
     return register(
-        build_image_model(labels, size, scale), project=project, name=name, labels=labels, signature=signature,
-        task="image_classification", formats=formats, serving_config=serving_config,
+        build_image_model(labels, size, scale),
+        project=project,
+        name=name,
+        labels=labels,
+        signature=signature,
+        task="image_classification",
+        formats=formats,
+        serving_config=serving_config,
     )
 
 
@@ -124,6 +143,10 @@ def register_text_model(*, project: str = "acme", name: str = "sentiment") -> di
     labels = ["negative", "positive"]
     model = build_text_model(labels, [["bad", "awful"], ["good", "great"]])
     return register(
-        model, project=project, name=name, labels=labels, signature={"type": "text"},
+        model,
+        project=project,
+        name=name,
+        labels=labels,
+        signature={"type": "text"},
         task="text_classification",
     )

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.helpers import COLORS, TINY_IMAGE_SPEC, image_bytes, image_zip, wait_for_job
+from tests.helpers import COLORS, TINY_IMAGE_SPEC, image_bytes, image_zip, wait_for_dataset, wait_for_job
 
 
 def _processes_with_env(marker: str) -> list[int]:
@@ -79,6 +79,7 @@ def test_dev_command_runs_the_thin_path_embedded(tmp_path):
                 data={"name": "c"},
             )
             assert up.status_code == 201, up.text
+            assert wait_for_dataset(client, up.json()["id"], headers)["state"] == "ready"
             job = client.post(
                 "/v1/jobs",
                 headers=headers,

@@ -7,7 +7,7 @@ import base64
 
 import numpy as np
 
-from tests.helpers import COLORS, image_bytes
+from tests.helpers import COLORS, image_bytes, image_zip, upload_dataset
 from tests.model_factory import register_image_model, register_text_model
 
 
@@ -36,13 +36,15 @@ def test_native_predict_by_version_alias_and_path(client, admin_headers):
     assert default["predictions"][0]["probability"] > 0.5
     v2 = client.post("/v1/models/colors/versions/2/predict", headers=admin_headers, json={"images": [_b64("red")]})
     assert v2.json()["version"] == 2
-    by_alias = client.post("/v1/models/colors/aliases/production/predict", headers=admin_headers,
-                           json={"images": [_b64("red")]})
+    by_alias = client.post(
+        "/v1/models/colors/aliases/production/predict", headers=admin_headers, json={"images": [_b64("red")]}
+    )
     assert by_alias.json()["version"] == 1
     q = client.post("/v1/models/colors/predict?alias=production", headers=admin_headers, json={"images": [_b64("red")]})
     assert q.json()["alias"] == "production"
-    both = client.post("/v1/models/colors/predict?alias=production&version=1", headers=admin_headers,
-                       json={"images": [_b64("red")]})
+    both = client.post(
+        "/v1/models/colors/predict?alias=production&version=1", headers=admin_headers, json={"images": [_b64("red")]}
+    )
     assert both.status_code == 400
 
 
@@ -58,15 +60,17 @@ def test_bad_inputs_name_the_item(client, admin_headers):
     assert wrong.status_code == 400 and "image model" in wrong.json()["detail"]
     wrong = client.post("/v1/models/sentiment/predict", headers=admin_headers, json={"texts": ["good", 3]})
     assert wrong.status_code == 400 and "texts[1]" in wrong.json()["detail"]
-    backend = client.post("/v1/models/colors/predict?backend=tflite_int8", headers=admin_headers,
-                          json={"images": [_b64("red")]})
+    backend = client.post(
+        "/v1/models/colors/predict?backend=tflite_int8", headers=admin_headers, json={"images": [_b64("red")]}
+    )
     assert backend.status_code == 400 and "keras" in backend.json()["detail"]
 
 
 def test_text_model_predicts(client, admin_headers):
     register_text_model()
-    out = client.post("/v1/models/sentiment/predict", headers=admin_headers,
-                      json={"texts": ["a great day", "an awful day"]})
+    out = client.post(
+        "/v1/models/sentiment/predict", headers=admin_headers, json={"texts": ["a great day", "an awful day"]}
+    )
     assert out.status_code == 200, out.text
     assert [p["label"] for p in out.json()["predictions"]] == ["positive", "negative"]
 
@@ -88,16 +92,20 @@ def test_tf_serving_rest_format(client, admin_headers):
     register_image_model()
     register_image_model()
     client.put("/v1/models/colors/aliases/stable", headers=admin_headers, json={"version": 1})
-    rows = client.post("/v1/models/colors:predict", headers=admin_headers,
-                       json={"instances": [{"b64": _b64("red")}, {"image": {"b64": _b64("blue")}}]})
+    rows = client.post(
+        "/v1/models/colors:predict",
+        headers=admin_headers,
+        json={"instances": [{"b64": _b64("red")}, {"image": {"b64": _b64("blue")}}]},
+    )
     assert rows.status_code == 200, rows.text
     preds = np.array(rows.json()["predictions"])
     assert preds.shape == (2, 3) and list(preds.argmax(1)) == [2, 0]
     pixels = np.full((8, 8, 3), (10, 200, 10), dtype=np.uint8).tolist()
     cols = client.post("/v1/models/colors/versions/1:predict", headers=admin_headers, json={"inputs": [pixels]})
     assert np.array(cols.json()["outputs"]).argmax(1).tolist() == [1]
-    label = client.post("/v1/models/colors/labels/stable:predict", headers=admin_headers,
-                        json={"instances": [{"b64": _b64("green")}]})
+    label = client.post(
+        "/v1/models/colors/labels/stable:predict", headers=admin_headers, json={"instances": [{"b64": _b64("green")}]}
+    )
     assert label.status_code == 200
     meta = client.get("/v1/models/colors/labels/stable/metadata", headers=admin_headers).json()
     assert meta["model_spec"]["version"] == "1"
@@ -118,9 +126,17 @@ def test_batched_answers_equal_unbatched_ones(settings):
     from app.storage import get_store
 
     info = register_image_model(serving_config={"max_batch_size": 64, "max_wait_ms": 50})
-    ref = ModelRef(info["id"], "acme", "colors", 1, "image_classification", ("blue", "green", "red"),
-                   {"type": "image", "height": 8, "width": 8}, info["artifacts"],
-                   {"max_batch_size": 64, "max_wait_ms": 50})
+    ref = ModelRef(
+        info["id"],
+        "acme",
+        "colors",
+        1,
+        "image_classification",
+        ("blue", "green", "red"),
+        {"type": "image", "height": 8, "width": 8},
+        info["artifacts"],
+        {"max_batch_size": 64, "max_wait_ms": 50},
+    )
     predictor = Predictor(settings, get_store(settings))
     rng = np.random.default_rng(0)
     batches = [rng.integers(0, 256, size=(n, 8, 8, 3), dtype=np.uint8) for n in (1, 3, 2, 1, 5, 1)]
@@ -147,8 +163,16 @@ def test_cache_evicts_least_recently_used_within_budget(settings):
 
     infos = [register_image_model(name=f"m{i}") for i in range(3)]
     refs = [
-        ModelRef(i["id"], "acme", f"m{n}", 1, "image_classification", ("blue", "green", "red"),
-                 {"type": "image", "height": 8, "width": 8}, i["artifacts"])
+        ModelRef(
+            i["id"],
+            "acme",
+            f"m{n}",
+            1,
+            "image_classification",
+            ("blue", "green", "red"),
+            {"type": "image", "height": 8, "width": 8},
+            i["artifacts"],
+        )
         for n, i in enumerate(infos)
     ]
     one = estimate_footprint(infos[0]["artifacts"]["keras"]["size_bytes"], 12)
@@ -170,8 +194,10 @@ def test_metrics_count_requests_per_model(client, admin_headers):
     for _ in range(2):
         client.post("/v1/models/metered/predict", headers=admin_headers, json={"images": [_b64("red")]})
     text = client.get("/metrics").text
-    assert 'tl_inference_requests_total{backend="keras",model="metered",outcome="ok",project="acme",protocol="native"' \
+    assert (
+        'tl_inference_requests_total{backend="keras",model="metered",outcome="ok",project="acme",protocol="native"'
         ',version="1"} 2.0' in text
+    )
     counts = [ln for ln in text.splitlines() if ln.startswith("tl_inference_latency_seconds_count{")]
     assert any('model="metered"' in ln and ln.endswith(" 2.0") for ln in counts)
     assert "tl_model_cache_bytes" in text
@@ -183,22 +209,26 @@ def test_batch_prediction_over_a_dataset(client, admin_headers, live_worker):
     import json
     import time
 
-    from tests.helpers import image_zip
-
     register_image_model()
-    upload = client.post(
-        "/v1/datasets", headers=admin_headers, data={"name": "colors"},
-        files={"file": ("c.zip", image_zip({k: COLORS[k] for k in ("red", "blue")}, per_class=3, size=8),
-                        "application/zip")},
+    dataset = upload_dataset(
+        client,
+        admin_headers,
+        image_zip({k: COLORS[k] for k in ("red", "blue")}, per_class=3, size=8),
+        "c.zip",
+        name="colors",
     )
-    assert upload.status_code == 201, upload.text
-    created = client.post("/v1/models/colors/batch-predictions", headers=admin_headers,
-                          json={"dataset_id": upload.json()["id"], "top_k": 2})
+    assert dataset["state"] == "ready", dataset
+    created = client.post(
+        "/v1/models/colors/batch-predictions",
+        headers=admin_headers,
+        json={"dataset_id": dataset["id"], "top_k": 2},
+    )
     assert created.status_code == 202, created.text
     batch_id = created.json()["id"]
     deadline = time.monotonic() + 120
     while (state := client.get(f"/v1/batch-predictions/{batch_id}", headers=admin_headers).json())["state"] in (
-        "queued", "running"
+        "queued",
+        "running",
     ):
         assert time.monotonic() < deadline, live_worker.log_tail()
         time.sleep(0.3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import COLORS, TINY_IMAGE_SPEC, image_bytes, image_zip, wait_for_job
+from tests.helpers import COLORS, TINY_IMAGE_SPEC, image_bytes, image_zip, wait_for_dataset, wait_for_job
 
 
 @pytest.mark.slow
@@ -16,8 +16,9 @@ def test_upload_train_predict(client, admin_headers, live_worker):
         data={"name": "colors"},
     )
     assert upload.status_code == 201, upload.text
-    dataset = upload.json()
-    assert dataset["state"] == "ready"
+    assert upload.json()["state"] == "validating"
+    dataset = wait_for_dataset(client, upload.json()["id"], admin_headers)  # the live worker validates it
+    assert dataset["state"] == "ready", (dataset, live_worker.log_tail())
     assert dataset["labels"] == ["blue", "red"]
 
     submitted = client.post(

@@ -15,11 +15,12 @@ import numpy as np
 from app.config import Settings, get_settings
 from app.db import session_scope
 from app.errors import ServiceError
-from app.services.datasets import IMAGE_EXTENSIONS, _read_text_rows
 from app.serving.inputs import decode_image
 from app.serving.runtime import load_backend, top_k
 from app.storage import get_store
 from app.tables import BatchPrediction, Dataset, ModelVersion, utcnow
+from app.validation.images import IMAGE_EXTENSIONS
+from app.validation.text import read_rows
 
 log = logging.getLogger("transferlab.worker")
 CHUNK = 64
@@ -29,7 +30,9 @@ def _items(root: Path, dataset: dict[str, Any]) -> Iterator[tuple[str, str | Non
     """(item name, true label or None, raw input) for every item of the dataset."""
     if dataset["task"] == "text_classification":
         path = sorted(p for p in root.iterdir() if p.name.startswith("data."))[0]
-        for i, row in enumerate(_read_text_rows(path, dataset["format"])):
+        for i, (_, row) in enumerate(read_rows(path, dataset["format"])):
+            if row is None:
+                continue
             text = str(row.get(dataset["text_column"] or "text") or "")
             label = row.get(dataset["label_column"] or "label")
             yield f"row {i + 1}", (str(label) if label not in (None, "") else None), text
@@ -51,12 +54,18 @@ def _claim(batch_id: str) -> dict[str, Any] | None:
             return None
         batch.state, batch.started_at = "running", utcnow()
         return {
-            "project_id": batch.project_id, "backend": batch.backend, "top_k": batch.top_k,
-            "labels": list(version.labels), "signature": dict(version.input_signature),
+            "project_id": batch.project_id,
+            "backend": batch.backend,
+            "top_k": batch.top_k,
+            "labels": list(version.labels),
+            "signature": dict(version.input_signature),
             "artifact": dict(version.artifacts[batch.backend]),
             "dataset": {
-                "task": dataset.task, "storage_key": dataset.storage_key, "format": dataset.format,
-                "text_column": dataset.text_column, "label_column": dataset.label_column,
+                "task": dataset.task,
+                "storage_key": dataset.storage_key,
+                "format": dataset.format,
+                "text_column": dataset.text_column,
+                "label_column": dataset.label_column,
             },
         }
 
@@ -104,8 +113,15 @@ def run_batch_prediction(batch_id: str, settings: Settings | None = None) -> str
                         ):
                             record = {"item": name, "true_label": truth, **ranked}
                             jf.write(json.dumps(record) + "\n")
-                            writer.writerow([name, truth or "", ranked["label"], f"{ranked['probability']:.6f}",
-                                             *(f"{float(v):.6f}" for v in p)])
+                            writer.writerow(
+                                [
+                                    name,
+                                    truth or "",
+                                    ranked["label"],
+                                    f"{ranked['probability']:.6f}",
+                                    *(f"{float(v):.6f}" for v in p),
+                                ]
+                            )
                         count += len(chunk)
                         chunk = []
             keys = {"jsonl": f"{prefix}/predictions.jsonl", "csv": f"{prefix}/predictions.csv"}

@@ -13,7 +13,7 @@ router = APIRouter(prefix="/v1/bases", tags=["bases"])
 
 @router.get("")
 def list_bases(_: Annotated[Principal, Depends(require("read"))]) -> dict[str, Any]:
-    from worker.training.catalog import list_bases as catalog
+    from app.catalog import list_bases as catalog
 
     items = catalog()
     return {"items": items, "total": len(items)}

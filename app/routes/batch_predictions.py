@@ -28,7 +28,10 @@ def _out(row: BatchPrediction) -> BatchPredictionOut:
 
 @router.post("/v1/models/{name}/batch-predictions", status_code=202, response_model=BatchPredictionOut)
 def create(
-    name: str, body: BatchPredictionCreate, request: Request, session: SessionDep,
+    name: str,
+    body: BatchPredictionCreate,
+    request: Request,
+    session: SessionDep,
     principal: Annotated[Principal, Depends(require("write"))],
 ) -> BatchPredictionOut:
     return _out(batch_predictions.create(session, request.app.state.settings, principal, name, body))
@@ -43,7 +46,10 @@ def get(
 
 @router.get("/v1/batch-predictions/{batch_id}/results")
 def results(
-    batch_id: str, request: Request, session: SessionDep, principal: Annotated[Principal, Depends(require("read"))],
+    batch_id: str,
+    request: Request,
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(require("read"))],
     format: Annotated[Literal["csv", "jsonl"], Query()] = "jsonl",
 ) -> FileResponse:
     row = batch_predictions.get(session, principal, batch_id)

@@ -241,7 +241,8 @@ def _response(header: dict[str, Any], ref: ModelRef, probs: np.ndarray) -> Respo
     if not blobs:
         return Response(encoded, media_type="application/json")
     return Response(
-        encoded + b"".join(blobs), media_type="application/octet-stream",
+        encoded + b"".join(blobs),
+        media_type="application/octet-stream",
         headers={HEADER_LENGTH: str(len(encoded))},
     )
 
@@ -270,7 +271,5 @@ async def infer(name: str, request: Request, principal: InferPrincipal) -> Respo
 
 
 @router.post("/models/{name}/versions/{version}/infer")
-async def infer_version(
-    name: str, version: str, request: Request, principal: InferPrincipal
-) -> Response:
+async def infer_version(name: str, version: str, request: Request, principal: InferPrincipal) -> Response:
     return await _infer(request, principal, name, version)

@@ -99,7 +99,11 @@ def get_version(name: str, version: int, session: SessionDep, principal: ReadPri
 
 @router.patch("/{name}/versions/{version}", response_model=ModelVersionDoc)
 def patch_version(
-    name: str, version: int, body: ModelVersionPatch, request: Request, session: SessionDep,
+    name: str,
+    version: int,
+    body: ModelVersionPatch,
+    request: Request,
+    session: SessionDep,
     principal: WritePrincipal,
 ) -> ModelVersionDoc:
     """Per-version serving overrides (``max_batch_size``, ``max_wait_ms``); the model reloads on next use."""
@@ -160,7 +164,9 @@ def download_artifact(
         tmp = Path(tempfile.mkdtemp(dir=request.app.state.settings.data_dir / "tmp"))
         archive = shutil.make_archive(str(tmp / stem), "zip", root_dir=path)
         return FileResponse(
-            archive, filename=f"{stem}.zip", media_type="application/zip",
+            archive,
+            filename=f"{stem}.zip",
+            media_type="application/zip",
             background=BackgroundTask(shutil.rmtree, tmp, ignore_errors=True),
         )
     return FileResponse(path, filename=f"{stem}{path.suffix}", media_type="application/octet-stream")
@@ -170,7 +176,11 @@ def _alias_out(name: str, alias: str, session: Any, principal: Principal, histor
     row, version = registry.get_alias(session, principal, name, alias)
     events = registry.alias_history(session, principal, name, alias) if history else []
     return AliasOut(
-        model=name, alias=alias, version=version.version, updated_by=row.updated_by, updated_at=row.updated_at,
+        model=name,
+        alias=alias,
+        version=version.version,
+        updated_by=row.updated_by,
+        updated_at=row.updated_at,
         history=[AliasEventOut.model_validate(e) for e in events],
     )
 
@@ -200,9 +210,7 @@ def set_alias(
 
 
 @router.post("/{name}/aliases/{alias}/rollback", response_model=AliasOut)
-def rollback_alias(
-    name: str, alias: str, request: Request, session: SessionDep, principal: WritePrincipal
-) -> AliasOut:
+def rollback_alias(name: str, alias: str, request: Request, session: SessionDep, principal: WritePrincipal) -> AliasOut:
     """Undo the alias's latest move not already undone; 409 when there is nothing to go back to."""
     registry.rollback_alias(session, principal, name, alias)
     _forget_after_commit(request, session, principal, name)
@@ -210,9 +218,7 @@ def rollback_alias(
 
 
 @router.delete("/{name}/aliases/{alias}", status_code=204)
-def delete_alias(
-    name: str, alias: str, request: Request, session: SessionDep, principal: WritePrincipal
-) -> Response:
+def delete_alias(name: str, alias: str, request: Request, session: SessionDep, principal: WritePrincipal) -> Response:
     registry.delete_alias(session, principal, name, alias)
     _forget_after_commit(request, session, principal, name)
     return Response(status_code=204)
@@ -276,7 +282,13 @@ async def _read_inputs(request: Request, signature: dict[str, Any]) -> list[Any]
 
 
 async def _predict(
-    request: Request, principal: Principal, name: str, *, version: int | None, alias: str | None, top_k: int,
+    request: Request,
+    principal: Principal,
+    name: str,
+    *,
+    version: int | None,
+    alias: str | None,
+    top_k: int,
     backend: str | None,
 ) -> PredictResponse:
     import numpy as np
@@ -290,8 +302,12 @@ async def _predict(
     batch = inputs if ref.is_text else np.stack(inputs)
     probs, latency = await predictor.predict(ref, chosen, batch, "native")
     return PredictResponse(
-        model=ref.name, version=ref.version, alias=via, backend=chosen,
-        predictions=rank(probs, ref.labels, top_k), latency_ms=latency,
+        model=ref.name,
+        version=ref.version,
+        alias=via,
+        backend=chosen,
+        predictions=rank(probs, ref.labels, top_k),
+        latency_ms=latency,
     )
 
 
@@ -301,8 +317,12 @@ BackendQ = Annotated[str | None, Query(description="keras (default) or an export
 
 @router.post("/{name}/predict", response_model=PredictResponse)
 async def predict(
-    name: str, request: Request, principal: InferPrincipal,
-    version: Annotated[int | None, Query(ge=1)] = None, alias: str | None = None, top_k: TopK = 5,
+    name: str,
+    request: Request,
+    principal: InferPrincipal,
+    version: Annotated[int | None, Query(ge=1)] = None,
+    alias: str | None = None,
+    top_k: TopK = 5,
     backend: BackendQ = None,
 ) -> PredictResponse:
     return await _predict(request, principal, name, version=version, alias=alias, top_k=top_k, backend=backend)
@@ -310,7 +330,11 @@ async def predict(
 
 @router.post("/{name}/versions/{version}/predict", response_model=PredictResponse)
 async def predict_version(
-    name: str, version: int, request: Request, principal: InferPrincipal, top_k: TopK = 5,
+    name: str,
+    version: int,
+    request: Request,
+    principal: InferPrincipal,
+    top_k: TopK = 5,
     backend: BackendQ = None,
 ) -> PredictResponse:
     return await _predict(request, principal, name, version=version, alias=None, top_k=top_k, backend=backend)
@@ -318,7 +342,11 @@ async def predict_version(
 
 @router.post("/{name}/aliases/{alias}/predict", response_model=PredictResponse)
 async def predict_alias(
-    name: str, alias: str, request: Request, principal: InferPrincipal, top_k: TopK = 5,
+    name: str,
+    alias: str,
+    request: Request,
+    principal: InferPrincipal,
+    top_k: TopK = 5,
     backend: BackendQ = None,
 ) -> PredictResponse:
     return await _predict(request, principal, name, version=None, alias=alias, top_k=top_k, backend=backend)

@@ -30,8 +30,14 @@ def create(
     if dataset.task != task:
         raise Unprocessable(f"dataset {dataset.id} is a {dataset.task} dataset but {name} is a {task} model")
     batch = BatchPrediction(
-        project_id=principal.project_id, model_version_id=row.id, model_name=row.name, version=row.version,
-        dataset_id=dataset.id, backend=backend, top_k=body.top_k, state="queued",
+        project_id=principal.project_id,
+        model_version_id=row.id,
+        model_name=row.name,
+        version=row.version,
+        dataset_id=dataset.id,
+        backend=backend,
+        top_k=body.top_k,
+        state="queued",
     )
     session.add(batch)
     session.flush()

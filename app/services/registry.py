@@ -163,8 +163,13 @@ def _record(
 ) -> None:
     session.add(
         ModelAliasEvent(
-            project_id=principal.project_id, model_name=name, alias=alias, action=action,
-            from_version=old, to_version=new, actor=principal.key_id,
+            project_id=principal.project_id,
+            model_name=name,
+            alias=alias,
+            action=action,
+            from_version=old,
+            to_version=new,
+            actor=principal.key_id,
         )
     )
 
@@ -182,7 +187,6 @@ def _move(session: Session, principal: Principal, name: str, alias: str, target:
     row.updated_by, row.updated_at = principal.key_id, utcnow()
     _record(session, principal, name, alias, action, old, target.version)
     session.flush()
-
 
 
 def set_alias(session: Session, principal: Principal, name: str, alias: str, version: int) -> ModelVersion:

@@ -12,11 +12,15 @@ REQUESTS = Counter(
 )
 ITEMS = Counter("tl_inference_items_total", "Items (images or texts) predicted.", MODEL_LABELS)
 LATENCY = Histogram(
-    "tl_inference_latency_seconds", "Inference latency: queueing, batching and the model call.", MODEL_LABELS,
+    "tl_inference_latency_seconds",
+    "Inference latency: queueing, batching and the model call.",
+    MODEL_LABELS,
     buckets=LATENCY_BUCKETS,
 )
 BATCH_SIZE = Histogram(
-    "tl_inference_batch_size", "Items per model call after dynamic batching.", MODEL_LABELS,
+    "tl_inference_batch_size",
+    "Items per model call after dynamic batching.",
+    MODEL_LABELS,
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 CACHE_BYTES = Gauge("tl_model_cache_bytes", "Estimated bytes held by loaded models.")

@@ -55,7 +55,12 @@ class Predictor:
         self.refs = RefCache(settings.serving_resolve_ttl_s)
 
     async def resolve(
-        self, sessions: sessionmaker[Session], principal: Principal, name: str, *, version: int | str | None = None,
+        self,
+        sessions: sessionmaker[Session],
+        principal: Principal,
+        name: str,
+        *,
+        version: int | str | None = None,
         alias: str | None = None,
     ) -> Resolved:
         """The version a prediction addresses: from the cache, else looked up in a short read-only session of
@@ -91,8 +96,12 @@ class Predictor:
         size, wait = self.batching_for(ref)
         batch_hist = metrics.BATCH_SIZE.labels(**labels)
         batcher = DynamicBatcher(
-            model, max_batch_size=size, max_wait_ms=wait, name=f"{ref.name}-{ref.version}-{backend}",
-            on_batch=batch_hist.observe, busy_wait_ms=self.settings.serving_busy_wait_ms,
+            model,
+            max_batch_size=size,
+            max_wait_ms=wait,
+            name=f"{ref.name}-{ref.version}-{backend}",
+            on_batch=batch_hist.observe,
+            busy_wait_ms=self.settings.serving_busy_wait_ms,
         )
         footprint = estimate_footprint(int(artifact.get("size_bytes") or 0), model.params)
         return LoadedModel(ref.cache_key(backend), ref, backend, model, footprint, batcher)

@@ -66,7 +66,12 @@ class RefCache:
 
 
 def resolve_ref(
-    cache: RefCache, session: Session, principal: Principal, name: str, *, version: int | str | None = None,
+    cache: RefCache,
+    session: Session,
+    principal: Principal,
+    name: str,
+    *,
+    version: int | str | None = None,
     alias: str | None = None,
 ) -> Resolved:
     """The ``ModelRef`` to serve and the alias it was reached by, from the cache or the registry."""

@@ -63,3 +63,26 @@ class RecordingCallbacks:
 
     def log(self, message: str) -> None:
         self.logs.append(message)
+
+
+def make_tiny_cnn(path: Path, size: int = 32) -> Path:
+    """A small conv net saved as .keras: a fast stand-in for an uploaded base (BN and biases included)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="conv1")(inp)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU(name="relu1")(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="conv2")(x)
+    x = keras.layers.BatchNormalization(name="bn2")(x)
+    x = keras.layers.ReLU(name="relu2")(x)
+    x = keras.layers.Conv2D(32, 3, padding="same", name="conv3")(x)
+    x = keras.layers.ReLU(name="relu3")(x)
+    keras.Model(inp, x, name="tiny_cnn").save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_cnn(tmp_path_factory.mktemp("bases") / "tiny.keras")

@@ -44,46 +44,43 @@ class Checkpointer:
 
     # -- weights and optimizer ------------------------------------------------------------------------
     def weights_path(self, name: str) -> Path:
-        return self.dir / f"{name}.weights.h5"
+        return self.dir / f"{name}.weights.npz"
 
     def save_weights(self, model: Any, name: str) -> None:
-        final = self.weights_path(name)
-        tmp = final.with_name(f"tmp_{final.name}")
-        model.save_weights(tmp)
-        os.replace(tmp, final)
+        """All of the model's weights, in its own (build-deterministic) order. A plain npz: ~10x faster
+        than ``model.save_weights`` (which also rewrites the optimizer state) at every epoch."""
+        self._save_npz(self.weights_path(name), [v.numpy() for v in model.weights])
 
     def load_weights(self, model: Any, name: str) -> bool:
-        path = self.weights_path(name)
-        if not path.exists():
+        values = self._load_npz(self.weights_path(name))
+        if values is None:
             return False
-        model.load_weights(path)
-        return True
+        return _assign_all(list(model.weights), values)
 
     def save_optimizer(self, optimizer: Any, name: str) -> None:
-        arrays = {f"v{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)}
-        final = self.dir / f"{name}.optimizer.npz"
-        tmp = final.with_name(f"tmp_{final.name}")
-        with tmp.open("wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, final)
+        self._save_npz(self.dir / f"{name}.optimizer.npz", [np.asarray(v) for v in optimizer.variables])
 
     def load_optimizer(self, optimizer: Any, trainable_variables: list[Any], name: str) -> bool:
-        path = self.dir / f"{name}.optimizer.npz"
-        if not path.exists():
+        values = self._load_npz(self.dir / f"{name}.optimizer.npz")
+        if values is None:
             return False
         if not optimizer.built:
             optimizer.build(trainable_variables)
+        return _assign_all(list(optimizer.variables), values)
+
+    @staticmethod
+    def _save_npz(final: Path, values: list[np.ndarray]) -> None:
+        tmp = final.with_name(f"tmp_{final.name}")
+        with tmp.open("wb") as fh:
+            np.savez(fh, **{f"v{i}": v for i, v in enumerate(values)})
+        os.replace(tmp, final)
+
+    @staticmethod
+    def _load_npz(path: Path) -> list[np.ndarray] | None:
+        if not path.exists():
+            return None
         with np.load(path) as data:
-            values = [data[f"v{i}"] for i in range(len(data.files))]
-        variables = list(optimizer.variables)
-        if len(values) != len(variables):
-            return False
-        for var, value in zip(variables, values, strict=True):
-            if tuple(var.shape) != tuple(value.shape):
-                return False
-        for var, value in zip(variables, values, strict=True):
-            var.assign(value)
-        return True
+            return [data[f"v{i}"] for i in range(len(data.files))]
 
     # -- cached features ------------------------------------------------------------------------------
     def save_arrays(self, name: str, **arrays: np.ndarray) -> None:
@@ -99,3 +96,14 @@ class Checkpointer:
             return None
         with np.load(path) as data:
             return {k: data[k] for k in data.files}
+
+
+def _assign_all(variables: list[Any], values: list[np.ndarray]) -> bool:
+    """Assign saved values in order; False (and nothing assigned) when the structure does not match."""
+    if len(variables) != len(values):
+        return False
+    if any(tuple(var.shape) != tuple(val.shape) for var, val in zip(variables, values, strict=True)):
+        return False
+    for var, val in zip(variables, values, strict=True):
+        var.assign(val)
+    return True

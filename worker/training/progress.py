@@ -88,10 +88,12 @@ class EngineCallback(keras.callbacks.Callback):
         self.lr_getter = lr_getter
         self._t_epoch = 0.0
         self._epoch = 0
+        self._lr = float("nan")
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._t_epoch = time.monotonic()
         self._epoch = epoch
+        self._lr = self.lr_getter()  # the rate the epoch starts with (a schedule may end it near 0)
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self.tracker.step(self.epoch_offset + self._epoch + 1, batch + 1, self.steps, self.phase)
@@ -103,7 +105,7 @@ class EngineCallback(keras.callbacks.Callback):
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             if key in logs and logs[key] is not None:
                 metrics[key] = float(logs[key])
-        metrics["learning_rate"] = self.lr_getter()
+        metrics["learning_rate"] = self._lr
         metrics["seconds"] = round(time.monotonic() - self._t_epoch, 3)
         self.history.append({"epoch": global_epoch, "phase": self.phase, **metrics})
         improved, stop = self._early_stopping(metrics, global_epoch)

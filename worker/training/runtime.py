@@ -9,12 +9,17 @@ import keras
 import tensorflow as tf
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, deterministic_ops: bool = False) -> None:
+    """Seed Python, NumPy, TensorFlow and Keras. On CPU that alone reproduces a run to 1e-6 (tested);
+    ``deterministic_ops`` also turns on TF op determinism, which GPU kernels need for bit-identical runs
+    but which costs about a quarter of CPU training throughput (measured, bench/engine_throughput.py).
+    Op determinism is process-wide and cannot be switched off again: workers run one job per process."""
     keras.utils.set_random_seed(seed)
-    try:
-        tf.config.experimental.enable_op_determinism()
-    except Exception:  # noqa: BLE001 - older TF or already-initialised runtime: best effort
-        pass
+    if deterministic_ops:
+        try:
+            tf.config.experimental.enable_op_determinism()
+        except Exception:  # noqa: BLE001 - older TF: best effort
+            pass
 
 
 def configure_devices(mixed_precision: bool) -> tuple[Any, list[str]]:

@@ -101,6 +101,11 @@ class Hyperparameters(_Strict):
     image_size: int | tuple[int, int] | None = Field(default=None, description="override the base's size")
     max_seq_length: int = Field(default=128, ge=8, le=512)
     mixed_precision: bool = False
+    deterministic_ops: bool = Field(
+        default=False,
+        description="TF op determinism: needed for identical GPU runs, slower; CPU runs with "
+        "the same seed reproduce without it",
+    )
     lora_rank: int = Field(default=4, ge=1, le=64)
     top_k: int = Field(default=5, ge=1)
 

@@ -68,6 +68,15 @@ def plan_phases(spec: JobSpec, is_text: bool) -> list[Phase]:
     return [Phase("train", hp.epochs, False, 1, lr or default_learning_rate(s, is_text))]
 
 
+def forward_fn(model: Any) -> Any:
+    """The model's inference forward pass as one ``tf.function`` traced once for any batch size (the last,
+    smaller batch of a split must not trigger a second trace: tracing a big base costs seconds)."""
+    spec = model.inputs[0]
+    dtype = tf.string if "string" in str(spec.dtype) else tf.as_dtype(str(spec.dtype))
+    signature = [tf.TensorSpec([None, *spec.shape[1:]], dtype)]
+    return tf.function(lambda x: model(x, training=False), input_signature=signature)
+
+
 class JobRun:
     def __init__(
         self,
@@ -99,6 +108,7 @@ class JobRun:
                 [ids[k] for k in keep], [examples.values[rows[k]] for k in keep], [ys[k] for k in keep]
             )
         self.ckpt = Checkpointer(self.workdir)
+        self._feature_fn: Any = None
         self.fp = fingerprint(spec, labels, splits)
 
     # -- datasets -----------------------------------------------------------------------------------
@@ -136,7 +146,7 @@ class JobRun:
     # -- main ---------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         spec = self.spec
-        seed_everything(spec.seed)
+        seed_everything(spec.seed, spec.hyperparameters.deterministic_ops)
         strategy, device_notes = configure_devices(spec.hyperparameters.mixed_precision)
         self.notes.extend(n for n in device_notes if n not in self.notes)
         try:
@@ -187,7 +197,7 @@ class JobRun:
             model = built.model
         self.cb.log("evaluating on the test split")
         export_model = keras.Model(model.inputs, model.outputs, name="transferlab_model")
-        predict = tf.function(lambda x: export_model(x, training=False), reduce_retracing=True)
+        predict = forward_fn(export_model)
         test = self.data["test"]
         probs = self._run_batches(predict, "test", total_epochs, "evaluate") if test.ids else None
         metrics: dict[str, Any] = {}
@@ -244,7 +254,7 @@ class JobRun:
         test = self.data["test"]
         if src is None or not src_labels or set(src_labels) != set(self.labels) or not test.ids:
             return None
-        fn = tf.function(lambda x: src(x, training=False), reduce_retracing=True)
+        fn = forward_fn(src)
         probs = np.concatenate([np.asarray(fn(x)) for x in self.dataset("test", False, False)], axis=0)
         predicted = [src_labels[i] for i in probs.argmax(axis=1)]
         truth = [self.labels[i] for i in test.y]
@@ -254,7 +264,8 @@ class JobRun:
 
     # -- gradient-free strategies ---------------------------------------------------------------------
     def _features(self, built: BuiltModel, split: str, phase: str) -> np.ndarray:
-        fn = tf.function(lambda x: built.feature_model(x, training=False), reduce_retracing=True)
+        fn = self._feature_fn or forward_fn(built.feature_model)
+        self._feature_fn = fn
         return self._run_batches(fn, split, 0, phase)
 
     def _prototype_model(self, built: BuiltModel) -> keras.Model:
@@ -262,7 +273,7 @@ class JobRun:
         if self.spec.strategy == "zero_shot":
             desc = self.spec.class_descriptions or {}
             texts = [desc.get(name, name) for name in self.labels]
-            fn = tf.function(lambda x: built.feature_model(x, training=False))
+            fn = forward_fn(built.feature_model)
             protos = class_means(np.asarray(fn(tf.constant(texts))), np.arange(n), n)
             scale = choose_scale(protos, None, None)
         else:
@@ -403,6 +414,7 @@ class JobRun:
                     callbacks=[cb],
                     verbose=0,
                     class_weight=class_weight,
+                    shuffle=False,  # tf.data shuffles (seeded) already
                 )
             if es_config is not None and es_config.restore_best_weights and es_state and es_state.get("best_epoch"):
                 last = history[-1]["epoch"] if history else None

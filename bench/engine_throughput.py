@@ -1,0 +1,163 @@
+"""Training throughput of the engine vs a plain hand-written Keras script doing the same fine-tune
+(MobileNetV2 at 96x96, all layers trainable, Adam, batch 32, validation every epoch), side by side in one run.
+Each side runs in its own process, alternating, best of ``--repeats``; the first epoch (tracing) is left
+out of images/s. Both sides must end with the same loss: they do the same computation.
+
+    python bench/engine_throughput.py [--per-class 100] [--size 96] [--epochs 3] [--repeats 2]
+
+Target: engine images/s >= 0.95 x the plain script's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from engine_common import (
+    CLASSES,
+    EpochTimer,
+    calibrated_base,
+    make_dataset,
+    plain_datasets,
+    plain_model,
+    run_variant,
+)
+
+SEED = 11
+LR = 1e-4
+
+
+def _rate(n_train: int, ends: list[float]) -> float:
+    return n_train * (len(ends) - 1) / (ends[-1] - ends[0])
+
+
+def engine_variant(args: argparse.Namespace) -> dict[str, object]:
+    from worker.training.data import DataSource
+    from worker.training.engine import train
+    from worker.training.spec import JobSpec
+
+    ends: list[float] = []
+    t0 = time.perf_counter()
+
+    class CB:
+        def on_progress(self, p: object) -> None:
+            pass
+
+        def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+            ends.append(time.perf_counter() - t0)
+
+        def should_cancel(self) -> bool:
+            return False
+
+        def log(self, message: str) -> None:
+            pass
+
+    spec = JobSpec.model_validate(
+        {
+            "task": "image_classification",
+            "strategy": "fine_tune",
+            "seed": SEED,
+            "base": {"kind": "keras_file", "path": args.base},
+            "preprocessing": "rescale_minus1_1",
+            "hyperparameters": {
+                "epochs": args.epochs,
+                "batch_size": 32,
+                "early_stopping": None,
+                "learning_rate": LR,
+            },
+        }
+    )
+    splits = json.loads(Path(args.splits).read_text())
+    with tempfile.TemporaryDirectory() as work:
+        r = train(spec, DataSource("image_folders", Path(args.data), splits=splits), CB(), Path(work))
+    n = len(splits["train"])
+    return {"images_per_s": _rate(n, ends), "epoch_ends": ends, "final_loss": r.history[-1]["loss"]}
+
+
+def plain_variant(args: argparse.Namespace) -> dict[str, object]:
+    import keras
+
+    keras.utils.set_random_seed(SEED)
+    splits = json.loads(Path(args.splits).read_text())
+    labels = sorted(CLASSES)
+    train_ds, val_ds, _ = plain_datasets(Path(args.data), splits, labels, args.size, 32, SEED)
+    model = plain_model(Path(args.base), len(labels), base_trainable=True)
+    model.compile(
+        keras.optimizers.Adam(LR), "categorical_crossentropy", metrics=["accuracy"], jit_compile=False
+    )
+    timer = EpochTimer()
+    hist = model.fit(
+        train_ds, validation_data=val_ds, epochs=args.epochs, verbose=0, callbacks=[timer.keras_callback()]
+    )
+    n = len(splits["train"])
+    return {
+        "images_per_s": _rate(n, timer.ends),
+        "epoch_ends": timer.ends,
+        "final_loss": hist.history["loss"][-1],
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--variant", choices=["engine", "plain", "prepare"])
+    p.add_argument("--per-class", type=int, default=100)
+    p.add_argument("--size", type=int, default=96)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--data")
+    p.add_argument("--splits")
+    p.add_argument("--base")
+    args = p.parse_args()
+    if args.variant == "prepare":
+        calibrated_base(Path(args.base), Path(args.data), args.size)
+        print(json.dumps({"base": args.base}))
+        return
+    if args.variant:
+        fn = engine_variant if args.variant == "engine" else plain_variant
+        print(json.dumps(fn(args)), flush=True)
+        return
+
+    from worker.training.data import DataSource, load_examples, make_splits
+
+    cache = Path(tempfile.gettempdir()) / f"tl_bench_images_{args.per_class}_{args.size}"
+    data = make_dataset(cache, args.per_class, args.size)
+    splits = make_splits(load_examples(DataSource("image_folders", data)), 0.15, 0.15, SEED)
+    splits_file = cache.parent / f"{cache.name}_splits_ft.json"
+    splits_file.write_text(json.dumps(splits))
+    base = cache.parent / f"{cache.name}_mobilenetv2_calibrated.keras"
+    if not base.exists():
+        run_variant(
+            Path(__file__), "prepare", "--data", str(data), "--size", str(args.size), "--base", str(base)
+        )
+    common = [
+        "--size",
+        str(args.size),
+        "--epochs",
+        str(args.epochs),
+        "--data",
+        str(data),
+        "--splits",
+        str(splits_file),
+        "--base",
+        str(base),
+    ]
+    print(
+        f"fine-tune MobileNetV2 (weights=None, BN statistics set from data) {args.size}x{args.size}, "
+        f"{len(splits['train'])} train / {len(splits['val'])} val images, {args.epochs} epochs, batch 32"
+    )
+    plain = run_variant(Path(__file__), "plain", *common)
+    engine = run_variant(Path(__file__), "engine", *common)
+    print(f"plain Keras script: {plain['images_per_s']:.1f} images/s (final loss {plain['final_loss']:.3f})")
+    print(
+        f"engine:             {engine['images_per_s']:.1f} images/s (final loss {engine['final_loss']:.3f})"
+    )
+    print(f"ratio engine/plain: {engine['images_per_s'] / plain['images_per_s']:.3f} (target >= 0.95)")
+
+
+if __name__ == "__main__":
+    main()
