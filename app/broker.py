@@ -52,6 +52,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),
             "store_processed": False,
         }
     else:
@@ -68,7 +69,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def ensure_broker_dirs(settings: Settings) -> None:
     if settings.is_embedded_broker:
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (settings.broker_folder / sub).mkdir(parents=True, exist_ok=True)
 
 
