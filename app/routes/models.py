@@ -33,6 +33,7 @@ from app.schemas.models import (
     ModelVersionDoc,
     ModelVersionOut,
     ModelVersionPatch,
+    Prediction,
     PredictResponse,
     VersionStatus,
 )
@@ -306,7 +307,7 @@ async def _predict(
         version=ref.version,
         alias=via,
         backend=chosen,
-        predictions=rank(probs, ref.labels, top_k),
+        predictions=[Prediction.model_validate(p) for p in rank(probs, ref.labels, top_k)],
         latency_ms=latency,
     )
 

@@ -86,8 +86,8 @@ class DynamicBatcher:
 
     def _next(self, timeout: float | None) -> _Request | None:
         if self._carry is not None:
-            request, self._carry = self._carry, None
-            return request
+            carried, self._carry = self._carry, None
+            return carried
         try:
             request = self._queue.get(timeout=timeout) if timeout is None or timeout > 0 else self._queue.get_nowait()
         except queue.Empty:

@@ -41,11 +41,10 @@ def decode_image(data: bytes, height: int, width: int, item: str) -> np.ndarray:
         raise
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad data
         raise BadRequest(f"{item}: not a decodable image ({exc.__class__.__name__})") from exc
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.BILINEAR)
-    return np.asarray(image, dtype=np.uint8)
+    rgb: Image.Image = image if image.mode == "RGB" else image.convert("RGB")
+    if rgb.size != (width, height):
+        rgb = rgb.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
 
 
 def strict_b64decode(value: str) -> bytes:
