@@ -239,9 +239,7 @@ def _text_preset_base(spec: JobSpec) -> BaseParts:
         raise InvalidSpecError(f"cannot load text base {name!r} from {folder}: {exc}") from exc
     tokenizer = InlineVocabBertTokenizer(vocabulary=list(loaded.vocabulary), lowercase=loaded.lowercase)
     seq_len = min(spec.hyperparameters.max_seq_length, int(getattr(backbone, "max_sequence_length", 512)))
-    pre = keras_hub.models.BertTextClassifierPreprocessor(
-        tokenizer, sequence_length=seq_len, name="preprocessor"
-    )
+    pre = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=seq_len, name="preprocessor")
     return BaseParts(
         kind="text",
         base=backbone,

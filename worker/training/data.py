@@ -91,9 +91,7 @@ def scan_image_folders(root: Path) -> Examples:
     top = _class_root(root)
     out = Examples([], [], [])
     split_dirs = {
-        p: SPLIT_FOLDERS[p.name.lower()]
-        for p in top.iterdir()
-        if p.is_dir() and p.name.lower() in SPLIT_FOLDERS
+        p: SPLIT_FOLDERS[p.name.lower()] for p in top.iterdir() if p.is_dir() and p.name.lower() in SPLIT_FOLDERS
     }
     if split_dirs and "train" in split_dirs.values():
         for folder, split in sorted(split_dirs.items(), key=lambda kv: SPLITS.index(kv[1])):
@@ -101,9 +99,7 @@ def scan_image_folders(root: Path) -> Examples:
     else:
         _scan_classes(top, root, None, out)
     if not out.ids:
-        raise InvalidSpecError(
-            f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in class folders under {root}"
-        )
+        raise InvalidSpecError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in class folders under {root}")
     return out
 
 
@@ -163,9 +159,7 @@ def _split_counts(n: int, val_frac: float, test_frac: float) -> tuple[int, int]:
     return n_val, n_test
 
 
-def stratified_split(
-    ids: list[str], labels: list[str], fractions: dict[str, float], seed: int
-) -> dict[str, list[str]]:
+def stratified_split(ids: list[str], labels: list[str], fractions: dict[str, float], seed: int) -> dict[str, list[str]]:
     """Split ids per class with a seeded shuffle; ``fractions`` holds "val" and "test" (train is the rest).
     Every class keeps at least one training item."""
     by_class: dict[str, list[str]] = defaultdict(list)

@@ -124,9 +124,7 @@ def export_all(
             except Exception as exc:  # noqa: BLE001 - converter failures are reported, not fatal
                 notes.append(f"tflite_{kind} export failed: {exc}")
                 continue
-            parity = (
-                _agreement(reference, tflite_predict(path, np.asarray(test_inputs))) if has_test else None
-            )
+            parity = _agreement(reference, tflite_predict(path, np.asarray(test_inputs))) if has_test else None
             artifacts[f"tflite_{kind}"] = ArtifactInfo(str(path), _size(path), parity)
             log(f"exported tflite_{kind} ({_size(path)} bytes, parity {parity})")
         if "savedmodel" not in formats:

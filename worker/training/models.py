@@ -65,9 +65,7 @@ def _pool_layer(pooling: str) -> keras.layers.Layer:
     return keras.layers.Flatten(name="pool")
 
 
-def assemble(
-    spec: JobSpec, parts: BaseParts, num_classes: int, labels: list[str] | None = None
-) -> BuiltModel:
+def assemble(spec: JobSpec, parts: BaseParts, num_classes: int, labels: list[str] | None = None) -> BuiltModel:
     """Wire raw input -> [augmentation] -> preprocessing -> base -> pooling -> head."""
     if parts.kind == "text":
         inp = keras.Input(shape=(), dtype="string", name="text")
@@ -107,9 +105,7 @@ def assemble(
 
 
 def _labels_match(parts: BaseParts, labels: list[str] | None) -> bool:
-    return (
-        bool(labels) and parts.source_labels is not None and list(parts.source_labels) == list(labels or [])
-    )
+    return bool(labels) and parts.source_labels is not None and list(parts.source_labels) == list(labels or [])
 
 
 def build_model(spec: JobSpec, labels: list[str]) -> BuiltModel:
@@ -172,9 +168,7 @@ def set_trainable(built: BuiltModel, strategy: str, spec: JobSpec, phase: int = 
     """Freeze/unfreeze for a strategy (and phase). Recompile the training model after calling this."""
     base = built.base
     built.head.trainable = True
-    if strategy in ("feature_extraction", "few_shot", "zero_shot") or (
-        strategy == "two_phase" and phase == 1
-    ):
+    if strategy in ("feature_extraction", "few_shot", "zero_shot") or (strategy == "two_phase" and phase == 1):
         base.trainable = False
     elif strategy == "fine_tune":
         base.trainable = True

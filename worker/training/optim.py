@@ -26,9 +26,7 @@ def build_schedule(hp: Hyperparameters, lr: float, steps_per_epoch: int, epochs:
     return lr
 
 
-def build_optimizer(
-    hp: Hyperparameters, lr: float, steps_per_epoch: int, epochs: int
-) -> keras.optimizers.Optimizer:
+def build_optimizer(hp: Hyperparameters, lr: float, steps_per_epoch: int, epochs: int) -> keras.optimizers.Optimizer:
     schedule = build_schedule(hp, lr, steps_per_epoch, epochs)
     if hp.optimizer == "sgd":
         return keras.optimizers.SGD(schedule, momentum=hp.momentum)

@@ -31,9 +31,7 @@ class ProgressTracker:
         self.done += units
         self._done_at_start = self.done
 
-    def step(
-        self, epoch: int, batch: int, batches: int, phase: str, units: int = 1, force: bool = False
-    ) -> None:
+    def step(self, epoch: int, batch: int, batches: int, phase: str, units: int = 1, force: bool = False) -> None:
         self.done = min(self.total, self.done + units)
         self.check_cancel()
         now = time.monotonic()

@@ -328,9 +328,7 @@ class JobRun:
             target = built.head if phase.cached else built.model
             trainable, _ = param_counts(built.model)
             name = "head" if phase.cached else "model"
-            done_before = index < state["phase_index"] or (
-                index == state["phase_index"] and state["phase_done"]
-            )
+            done_before = index < state["phase_index"] or (index == state["phase_index"] and state["phase_done"])
             if done_before:
                 epoch_offset += sum(1 for h in state["history"] if h.get("phase_index") == index)
                 if phase.cached:
@@ -346,9 +344,7 @@ class JobRun:
             )
             start = 0
             if state["weights"] is not None:
-                self.ckpt.load_weights(
-                    built.head if state["weights"] == "head" else built.model, state["weights"]
-                )
+                self.ckpt.load_weights(built.head if state["weights"] == "head" else built.model, state["weights"])
             if index == state["phase_index"] and state["phase_epochs_done"] > 0:
                 start = state["phase_epochs_done"]
                 self.ckpt.load_optimizer(optimizer, target.trainable_variables, name)
@@ -365,9 +361,7 @@ class JobRun:
                     seed=spec.seed,
                 )
                 val_ds = (
-                    pipelines.array_dataset(
-                        features["val"], self.data["val"].y, len(self.labels), self.batch_size
-                    )
+                    pipelines.array_dataset(features["val"], self.data["val"].y, len(self.labels), self.batch_size)
                     if "val" in features
                     else None
                 )
@@ -422,12 +416,7 @@ class JobRun:
                     class_weight=class_weight,
                     shuffle=False,  # tf.data shuffles (seeded) already
                 )
-            if (
-                es_config is not None
-                and es_config.restore_best_weights
-                and es_state
-                and es_state.get("best_epoch")
-            ):
+            if es_config is not None and es_config.restore_best_weights and es_state and es_state.get("best_epoch"):
                 last = history[-1]["epoch"] if history else None
                 if es_state["best_epoch"] != last and self.ckpt.load_weights(target, f"best_{name}"):
                     self.cb.log(f"restored the best weights (epoch {es_state['best_epoch']})")
@@ -436,9 +425,7 @@ class JobRun:
             self.ckpt.save_state(state)
             epoch_offset += sum(1 for h in history if h.get("phase_index") == index)
         if state["weights"] is not None:
-            self.ckpt.load_weights(
-                built.head if state["weights"] == "head" else built.model, state["weights"]
-            )
+            self.ckpt.load_weights(built.head if state["weights"] == "head" else built.model, state["weights"])
         return trainable
 
     def _note(self, message: str) -> None:

@@ -1,0 +1,68 @@
+"""Checks a job spec against its dataset and the base catalog before anything is queued.
+
+What can be known without TensorFlow is checked here (task and modality, catalog names, weight files on
+this machine, width multipliers, the earlier model a job builds on); what needs the model itself (layer
+names) is checked by the engine, and its refusal fails the job as the user's error.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from app.auth import Principal
+from app.catalog import IMAGE_BASES, TEXT_BASES, image_weights_path, text_preset_dir
+from app.errors import Unprocessable
+from app.jobspec import JobSpec
+from app.tables import Dataset, ModelVersion
+
+TEXT_KINDS = ("text_preset",)
+IMAGE_KINDS = ("catalog",)
+
+
+def check_against_dataset(spec: JobSpec, dataset: Dataset) -> None:
+    if dataset.state != "ready":
+        raise Unprocessable(f"dataset {dataset.id} is {dataset.state}; only a ready dataset can be trained on")
+    base = spec.base
+    if base.kind in IMAGE_KINDS and dataset.task != "image_classification":
+        raise Unprocessable(f"base {base.name} is an image base but dataset {dataset.id} is a {dataset.task} dataset")
+    if base.kind in TEXT_KINDS and dataset.task != "text_classification":
+        raise Unprocessable(
+            f"base {base.name or base.path} is a text base but dataset {dataset.id} is a {dataset.task} dataset"
+        )
+    if spec.task != dataset.task:
+        raise Unprocessable(f"spec.task is {spec.task} but dataset {dataset.id} is a {dataset.task} dataset")
+
+
+def check_base(session: Session, principal: Principal, spec: JobSpec) -> None:
+    base = spec.base
+    if base.kind == "catalog":
+        info = IMAGE_BASES.get(base.name or "")
+        if info is None:
+            raise Unprocessable(
+                f"unknown catalog base {base.name!r}; known image bases: {', '.join(sorted(IMAGE_BASES))}"
+            )
+        if base.alpha is not None and not info.supports_alpha:
+            raise Unprocessable(f"base {info.name} has no width multiplier; remove base.alpha")
+        if base.weights == "imagenet":
+            hw = spec.hyperparameters.image_hw()
+            path = image_weights_path(info, base.alpha, hw[0] if hw else None)
+            if not path.exists():
+                raise Unprocessable(
+                    f"ImageNet weights for {info.name} are not on this server: expected the file {path}; "
+                    "place it there (Keras cache, $KERAS_HOME/models) or use base.weights 'none'"
+                )
+    elif base.kind == "text_preset" and base.path is None:
+        text = TEXT_BASES.get(base.name or "")
+        if text is None:
+            raise Unprocessable(f"unknown text base {base.name!r}; known text bases: {', '.join(sorted(TEXT_BASES))}")
+        if text_preset_dir(text) is None:
+            raise Unprocessable(f"text base {text.name} is not installed on this server (source {text.source})")
+    if base.model_version_id is not None:
+        version = session.get(ModelVersion, base.model_version_id)
+        if version is None or version.project_id != principal.project_id:
+            raise Unprocessable(f"base.model_version_id {base.model_version_id} is not a model version of this project")
+
+
+def validate_job(session: Session, principal: Principal, spec: JobSpec, dataset: Dataset) -> None:
+    check_against_dataset(spec, dataset)
+    check_base(session, principal, spec)
