@@ -90,9 +90,7 @@ def plain_variant(args: argparse.Namespace) -> dict[str, object]:
     labels = sorted(CLASSES)
     train_ds, val_ds, _ = plain_datasets(Path(args.data), splits, labels, args.size, 32, SEED)
     model = plain_model(Path(args.base), len(labels), base_trainable=True)
-    model.compile(
-        keras.optimizers.Adam(LR), "categorical_crossentropy", metrics=["accuracy"], jit_compile=False
-    )
+    model.compile(keras.optimizers.Adam(LR), "categorical_crossentropy", metrics=["accuracy"], jit_compile=False)
     timer = EpochTimer()
     hist = model.fit(
         train_ds, validation_data=val_ds, epochs=args.epochs, verbose=0, callbacks=[timer.keras_callback()]
@@ -130,9 +128,7 @@ def main() -> None:
     splits_file.write_text(json.dumps(splits))
     base = cache.parent / f"{cache.name}_mobilenetv2_calibrated.keras"
     if not base.exists():
-        run_variant(
-            Path(__file__), "prepare", "--data", str(data), "--size", str(args.size), "--base", str(base)
-        )
+        run_variant(Path(__file__), "prepare", "--data", str(data), "--size", str(args.size), "--base", str(base))
     common = [
         "--size",
         str(args.size),

@@ -87,13 +87,9 @@ def naive_variant(args: argparse.Namespace) -> dict[str, object]:
     labels = sorted(CLASSES)
     train_ds, val_ds, test_ds = plain_datasets(Path(args.data), splits, labels, args.size, 32, SEED)
     model = plain_model(Path(args.base), len(labels), base_trainable=False)
-    model.compile(
-        keras.optimizers.Adam(1e-3), "categorical_crossentropy", metrics=["accuracy"], jit_compile=False
-    )
+    model.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy", metrics=["accuracy"], jit_compile=False)
     timer = EpochTimer()
-    model.fit(
-        train_ds, validation_data=val_ds, epochs=args.epochs, verbose=0, callbacks=[timer.keras_callback()]
-    )
+    model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, verbose=0, callbacks=[timer.keras_callback()])
     train_seconds = timer.ends[-1]
     probs = np.concatenate([model(x, training=False).numpy() for x, _ in test_ds])
     return {"train_seconds": train_seconds, "top1": top1(probs, splits["test"], labels)}
@@ -127,9 +123,7 @@ def main() -> None:
     splits_file.write_text(json.dumps(splits))
     base = cache.parent / f"{cache.name}_mobilenetv2_calibrated.keras"
     if not base.exists():
-        run_variant(
-            Path(__file__), "prepare", "--data", str(data), "--size", str(args.size), "--base", str(base)
-        )
+        run_variant(Path(__file__), "prepare", "--data", str(data), "--size", str(args.size), "--base", str(base))
     common = [
         "--per-class",
         str(args.per_class),
@@ -152,17 +146,12 @@ def main() -> None:
     naive = run_variant(Path(__file__), "naive", *common)
     engine = run_variant(Path(__file__), "engine", *common)
     ratio = naive["train_seconds"] / engine["train_seconds"]
-    print(
-        f"naive loop (frozen base every epoch): training {naive['train_seconds']:.1f} s, "
-        f"top-1 {naive['top1']:.3f}"
-    )
+    print(f"naive loop (frozen base every epoch): training {naive['train_seconds']:.1f} s, top-1 {naive['top1']:.3f}")
     print(
         f"engine (base once, head on cached features): training {engine['train_seconds']:.1f} s "
         f"(whole job incl. build/eval/export {engine['total_seconds']:.1f} s), top-1 {engine['top1']:.3f}"
     )
-    print(
-        f"speed-up naive/engine: {ratio:.2f}x = {ratio / args.epochs:.2f} x epochs (target >= 0.80 x epochs)"
-    )
+    print(f"speed-up naive/engine: {ratio:.2f}x = {ratio / args.epochs:.2f} x epochs (target >= 0.80 x epochs)")
     print(f"top-1 difference: {100 * (engine['top1'] - naive['top1']):+.1f} points (target within 1 point)")
 
 

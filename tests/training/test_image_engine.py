@@ -20,9 +20,7 @@ SMALL_BASE = {"kind": "catalog", "name": "MobileNetV2", "weights": "none", "alph
 def tiny_spec(tiny: Path, **overrides: Any) -> JobSpec:
     """Gradient strategies run on a tiny uploaded CNN: tracing MobileNetV2's backward pass costs ~50 s on
     2 cores, which the feature-extraction tests (forward only) do not pay."""
-    return image_spec(
-        base={"kind": "keras_file", "path": str(tiny)}, preprocessing="rescale_1_255", **overrides
-    )
+    return image_spec(base={"kind": "keras_file", "path": str(tiny)}, preprocessing="rescale_1_255", **overrides)
 
 
 def image_spec(**overrides: Any) -> JobSpec:
@@ -87,9 +85,7 @@ def test_feature_extraction_result_and_callbacks(fe_run: tuple[Any, RecordingCal
         assert key in m
     assert np.asarray(m["confusion_matrix"]).sum() == len(result.splits["test"])
     assert [e for e, _ in cb.epochs] == [1, 2]
-    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"} <= set(
-        cb.epochs[0][1]
-    )
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"} <= set(cb.epochs[0][1])
     assert cb.progress[-1].percent == pytest.approx(100.0)
     assert any("cache features" in line for line in cb.logs)  # frozen base ran once
     assert (workdir / "checkpoints" / "state.json").exists()
@@ -145,13 +141,9 @@ def test_domain_adaptation_from_model_version(ft_run: Any, data_root: Path, tmp_
 def test_partial_and_peft_trainable_params(data_root: Path, tiny_base: Path, tmp_path: Path) -> None:
     data = DataSource("image_folders", data_root)
     head = 32 * 3 + 3
-    full = train(
-        tiny_spec(tiny_base, strategy="fine_tune", hyperparameters={"epochs": 1}), data, None, tmp_path / "ft"
-    )
+    full = train(tiny_spec(tiny_base, strategy="fine_tune", hyperparameters={"epochs": 1}), data, None, tmp_path / "ft")
     partial = train(
-        tiny_spec(
-            tiny_base, strategy="partial", hyperparameters={"epochs": 1, "unfreeze_from_layer": "conv2"}
-        ),
+        tiny_spec(tiny_base, strategy="partial", hyperparameters={"epochs": 1, "unfreeze_from_layer": "conv2"}),
         data,
         None,
         tmp_path / "partial",
@@ -162,9 +154,7 @@ def test_partial_and_peft_trainable_params(data_root: Path, tiny_base: Path, tmp
         None,
         tmp_path / "top1",
     )
-    peft = train(
-        tiny_spec(tiny_base, strategy="peft", hyperparameters={"epochs": 1}), data, None, tmp_path / "peft"
-    )
+    peft = train(tiny_spec(tiny_base, strategy="peft", hyperparameters={"epochs": 1}), data, None, tmp_path / "peft")
     conv2, conv3 = 3 * 3 * 8 * 16 + 16, 3 * 3 * 16 * 32 + 32
     assert partial.trainable_params == head + conv2 + conv3  # from conv2 on; BatchNorm stays frozen
     assert top1.trainable_params == head + conv3
@@ -183,9 +173,7 @@ def test_peft_on_catalog_base_trains_under_five_percent() -> None:
     assert 0 < base_trainable <= 0.05 * count_params(built.base.weights)
 
 
-def test_two_phase_with_augmentation_and_resume_after_crash(
-    data_root: Path, tiny_base: Path, tmp_path: Path
-) -> None:
+def test_two_phase_with_augmentation_and_resume_after_crash(data_root: Path, tiny_base: Path, tmp_path: Path) -> None:
     class Crash(RuntimeError):
         pass
 
@@ -314,11 +302,7 @@ def test_classic_vgg16_recipe_architecture() -> None:
     m = built.model
     assert m.inputs[0].dtype == "uint8"
     prep = m.get_layer("preprocess").layers
-    assert (
-        len(prep) == 1
-        and isinstance(prep[0], keras.layers.Rescaling)
-        and prep[0].scale == pytest.approx(1 / 255)
-    )
+    assert len(prep) == 1 and isinstance(prep[0], keras.layers.Rescaling) and prep[0].scale == pytest.approx(1 / 255)
     assert m.get_layer("base").name == "base" and not m.get_layer("base").trainable
     assert isinstance(m.get_layer("pool"), keras.layers.Flatten)
     dense = [layer for layer in built.head.layers if isinstance(layer, keras.layers.Dense)]

@@ -91,9 +91,6 @@ def test_catalog_listing_and_availability(tmp_path: Path, monkeypatch: pytest.Mo
     assert bases["ResNet50"]["available"] is True
     assert bases["VGG16"]["available"] is False
     assert bases["ResNet50"]["param_count"] == 23_587_712
-    assert (
-        bases["MobileNetV2"]["weights_file"]
-        == "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
-    )
+    assert bases["MobileNetV2"]["weights_file"] == "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
     assert bases["all-MiniLM-L6-v2"]["available"] is True
     assert IMAGE_BASES["MobileNetV2"].weights_file(0.35, 96).endswith("_0.35_96_no_top.h5")

@@ -62,9 +62,7 @@ def text_spec(**overrides: Any) -> JobSpec:
 @pytest.fixture(scope="module")
 def fe_text(text_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     spec = text_spec(hyperparameters={"epochs": 3, "learning_rate": 1e-2, "early_stopping": None})
-    return train(
-        spec, DataSource("text_file", text_file), RecordingCallbacks(), tmp_path_factory.mktemp("fe")
-    )
+    return train(spec, DataSource("text_file", text_file), RecordingCallbacks(), tmp_path_factory.mktemp("fe"))
 
 
 def test_minilm_feature_extraction_and_raw_string_model(fe_text: Any) -> None:
