@@ -88,15 +88,20 @@ class EngineCallback(keras.callbacks.Callback):
         self.lr_getter = lr_getter
         self._t_epoch = 0.0
         self._epoch = 0
+        self._batches_seen = 0
         self._lr = float("nan")
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._t_epoch = time.monotonic()
         self._epoch = epoch
+        self._batches_seen = 0
         self._lr = self.lr_getter()  # the rate the epoch starts with (a schedule may end it near 0)
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        self.tracker.step(self.epoch_offset + self._epoch + 1, batch + 1, self.steps, self.phase)
+        # With steps_per_execution > 1 Keras reports once per execution, with the index of its last step.
+        units = max(1, batch + 1 - self._batches_seen)
+        self._batches_seen = batch + 1
+        self.tracker.step(self.epoch_offset + self._epoch + 1, batch + 1, self.steps, self.phase, units=units)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = dict(logs or {})

@@ -68,6 +68,9 @@ def plan_phases(spec: JobSpec, is_text: bool) -> list[Phase]:
     return [Phase("train", hp.epochs, False, 1, lr or default_learning_rate(s, is_text))]
 
 
+HEAD_STEPS_PER_EXECUTION = 32
+
+
 def forward_fn(model: Any) -> Any:
     """The model's inference forward pass as one ``tf.function`` traced once for any batch size (the last,
     smaller batch of a split must not trigger a second trace: tracing a big base costs seconds)."""
@@ -341,6 +344,10 @@ class JobRun:
                 loss=loss,
                 metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
                 jit_compile=jit,
+                # A head step on cached features takes well under a millisecond, less than Keras' own per-step
+                # overhead: run up to HEAD_STEPS_PER_EXECUTION of them per call. Cancellation and progress are
+                # then polled per execution, which still takes less time than one batch through the base.
+                steps_per_execution=min(HEAD_STEPS_PER_EXECUTION, steps) if phase.cached else 1,
             )
             start = 0
             if state["weights"] is not None:
