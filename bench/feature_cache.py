@@ -1,7 +1,7 @@
 """Feature extraction with cached features (the engine) vs the naive loop that runs the frozen base every
 epoch (hand-written Keras), same data, same splits, same epochs, side by side in one run.
 
-    python bench/feature_cache.py [--per-class 150] [--size 96] [--epochs 10]
+    python bench/feature_cache.py [--per-class 600] [--size 96] [--epochs 10]
 
 Target: training time ratio naive / engine >= 0.8 x epochs; top-1 within 1 point.
 """
@@ -98,7 +98,7 @@ def naive_variant(args: argparse.Namespace) -> dict[str, object]:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--variant", choices=["engine", "naive", "prepare"])
-    p.add_argument("--per-class", type=int, default=150)
+    p.add_argument("--per-class", type=int, default=600)
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--data")
