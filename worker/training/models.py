@@ -119,8 +119,11 @@ def build_model(spec: JobSpec, labels: list[str]) -> BuiltModel:
 # --- what is trainable ------------------------------------------------------------------------------
 
 
+UNUSED_TEXT_LAYERS = ("pooled_dense",)  # BERT's [CLS] pooler: the engine mean-pools the token outputs instead
+
+
 def _weighted_layers(base: Any) -> list[keras.layers.Layer]:
-    return [layer for layer in base.layers if layer.weights]
+    return [layer for layer in base.layers if layer.weights and layer.name not in UNUSED_TEXT_LAYERS]
 
 
 def _is_norm(layer: keras.layers.Layer) -> bool:
@@ -184,6 +187,10 @@ def set_trainable(built: BuiltModel, strategy: str, spec: JobSpec, phase: int = 
             _peft_image(base)
     else:
         raise InvalidSpecError(f"unknown strategy {strategy!r}")
+    if built.is_text:
+        for layer in base.layers:
+            if layer.name in UNUSED_TEXT_LAYERS:
+                layer.trainable = False  # no gradient reaches it: do not count or "train" it
 
 
 def count_params(variables: list[Any]) -> int:
