@@ -61,10 +61,11 @@ class KerasBackend:
         import keras
         import tensorflow as tf
 
-        try:  # text models carry keras-hub tokenizer layers: register them before loading
-            import keras_hub  # noqa: F401
-        except ImportError:
-            pass
+        if signature.get("type") == "text":
+            # Text models carry the engine's tokenizer layer (its vocabulary inside the config, so they
+            # load offline). Registering that layer is part of reading the model format: this is the one
+            # other sanctioned import from app into worker (pure Keras, no Celery or database).
+            import worker.training.layers  # noqa: F401
         self.model = keras.saving.load_model(path, safe_mode=True, compile=False)
         self.params = int(self.model.count_params())
         self.is_text = signature.get("type") == "text"
