@@ -119,7 +119,6 @@ def main() -> int:
         procs.append(
             subprocess.Popen(
                 [
-                    *os.environ.get("TL_BENCH_WRAP", "").split(),
                     sys.executable,
                     "-m",
                     "uvicorn",
