@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session
 
 from app.archives import Limits, inspect_archive
 from app.auth import Principal
@@ -165,11 +165,8 @@ def create_from_upload(
     return dataset, False
 
 
-def get_dataset(session: Session, principal: Principal, dataset_id: str, *, details: bool = True) -> Dataset:
-    """``details=False`` leaves the validation report and the label list unloaded until read (a job submission
-    needs neither, and a report can be a few kilobytes of JSON to parse)."""
-    options = () if details else (defer(Dataset.report), defer(Dataset.labels))
-    dataset = session.get(Dataset, dataset_id, options=options)
+def get_dataset(session: Session, principal: Principal, dataset_id: str) -> Dataset:
+    dataset = session.get(Dataset, dataset_id)
     if dataset is None or dataset.project_id != principal.project_id:
         raise NotFound(f"dataset {dataset_id} not found")
     if dataset.deleted_at is not None:
