@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from fastapi import Depends, Request
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -72,17 +72,39 @@ def create_key(session: Session, project_name: str, scope: str, name: str = "") 
     return row, key
 
 
-def find_key(session: Session, key: str) -> tuple[ApiKey, Principal]:
-    """The key's row and principal; reads only. 401 for a malformed, unknown or revoked key."""
+def _key_parts(key: str) -> list[str]:
     parts = key.split("_", 2)
     if len(parts) != 3 or parts[0] != KEY_PREFIX:
         raise Unauthorized("malformed API key; expected 'Authorization: Bearer tl_...'")
+    return parts
+
+
+def find_key(session: Session, key: str) -> tuple[ApiKey, Principal]:
+    """The key's row and principal; reads only. 401 for a malformed, unknown or revoked key."""
+    parts = _key_parts(key)
     row = session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1]))
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, hash_key(key)):
         raise Unauthorized("invalid or revoked API key")
     project = session.get(Project, row.project_id)
     assert project is not None
     return row, Principal(project_id=project.id, project_name=project.name, key_id=row.id, scope=row.scope)
+
+
+_KEY_LOOKUP = (
+    select(ApiKey.id, ApiKey.key_hash, ApiKey.revoked_at, ApiKey.scope, ApiKey.last_used_at, Project.id, Project.name)
+    .join(Project, Project.id == ApiKey.project_id)
+    .where(ApiKey.prefix == bindparam("prefix"))
+)
+
+
+def lookup_key(session: Session, key: str) -> tuple[Principal, datetime | None]:
+    """``find_key`` as one query of plain columns (no ORM objects): the principal and the key's
+    ``last_used_at``. The request path authenticates with this."""
+    parts = _key_parts(key)
+    row = session.execute(_KEY_LOOKUP, {"prefix": parts[1]}).first()
+    if row is None or row[2] is not None or not hmac.compare_digest(row[1], hash_key(key)):
+        raise Unauthorized("invalid or revoked API key")
+    return Principal(project_id=row[5], project_name=row[6], key_id=row[0], scope=row[3]), row[4]
 
 
 def authenticate(session: Session, key: str) -> Principal:
@@ -170,25 +192,29 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
+def authorize(request: Request, session: Session, scope: str) -> Principal:
+    """The request's principal, with at least ``scope``, looked up in ``session`` (not cached)."""
+    principal, last_used_at = lookup_key(session, _bearer(request))
+    if not principal.allows(scope):
+        raise Forbidden(f"this API key has scope '{principal.scope}'; '{scope}' is required")
+    request.app.state.key_usage.note(request.app.state.sessionmaker, principal.key_id, last_used_at)
+    request.state.principal = principal
+    return principal
+
+
 def require(scope: str):  # type: ignore[no-untyped-def]
     """FastAPI dependency: the caller's principal, with at least ``scope``."""
     from app.deps import get_session
 
     def dependency(request: Request, session: Session = Depends(get_session, scope="function")) -> Principal:
-        row, principal = find_key(session, _bearer(request))
-        if not principal.allows(scope):
-            raise Forbidden(f"this API key has scope '{principal.scope}'; '{scope}' is required")
-        request.app.state.key_usage.note(request.app.state.sessionmaker, row.id, row.last_used_at)
-        request.state.principal = principal
-        return principal
+        return authorize(request, session, scope)
 
     return dependency
 
 
 def _lookup(sessions: sessionmaker[Session], key: str) -> tuple[Principal, datetime | None]:
     with sessions() as session:
-        row, principal = find_key(session, key)
-        return principal, row.last_used_at
+        return lookup_key(session, key)
 
 
 def require_cached(scope: str):  # type: ignore[no-untyped-def]

@@ -375,3 +375,21 @@ def test_webhooks_are_signed_retried_and_logged(client, admin_headers, settings)
     log = client.get(f"/v1/webhooks/{hook['id']}/deliveries", headers=admin_headers).json()
     assert all(d["state"] == "delivered" for d in log)
     assert sum(d["attempts"] for d in log) == 3 and any(d["response_status"] == 200 for d in log)
+
+
+def test_submit_checks_layer_names_of_catalog_bases(client, admin_headers):
+    dataset = ready_dataset()
+    fine_tune = {**TINY_IMAGE_SPEC, "strategy": "fine_tune"}
+    bad = {**fine_tune, "hyperparameters": {**TINY_IMAGE_SPEC["hyperparameters"], "unfreeze_from_layer": "block_99_x"}}
+    response = _submit(client, admin_headers, dataset, bad)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert "'block_99_x' is not a layer of MobileNetV2" in body["detail"] and "out_relu" in body["detail"]
+    assert body["valid_examples"] and body["field"] == "hyperparameters.unfreeze_from_layer"
+    assert client.get("/v1/jobs", headers=admin_headers).json()["total"] == 0
+    layers = client.get("/v1/bases/MobileNetV2/layers", headers=admin_headers).json()["layers"]
+    assert "block_16_project" in layers and layers[-1] == "out_relu"
+    hyper = {**TINY_IMAGE_SPEC["hyperparameters"], "unfreeze_from_layer": "block_16_project"}
+    good = {**fine_tune, "hyperparameters": hyper}
+    assert _submit(client, admin_headers, dataset, good).status_code == 201
+    assert client.get("/v1/bases/NoSuchNet/layers", headers=admin_headers).status_code == 404

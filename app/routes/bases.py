@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 
 from app.auth import Principal, require
+from app.errors import NotFound
 
 router = APIRouter(prefix="/v1/bases", tags=["bases"])
 
@@ -17,3 +18,15 @@ def list_bases(_: Annotated[Principal, Depends(require("read"))]) -> dict[str, A
 
     items = catalog()
     return {"items": items, "total": len(items)}
+
+
+@router.get("/{name}/layers")
+def base_layers(name: str, _: Annotated[Principal, Depends(require("read"))]) -> dict[str, Any]:
+    """The backbone's layer names, in order: what ``hyperparameters.unfreeze_from_layer`` may name."""
+    from app.catalog import IMAGE_BASES, catalog_layer_names
+
+    names = catalog_layer_names(name)
+    if names is None:
+        known = ", ".join(sorted(IMAGE_BASES))
+        raise NotFound(f"no layer names recorded for base {name!r}; catalog image bases: {known}")
+    return {"base": name, "layers": list(names), "total": len(names)}

@@ -1,16 +1,19 @@
 """Checks a job spec against its dataset and the base catalog before anything is queued.
 
 What can be known without TensorFlow is checked here (task and modality, catalog names, weight files on
-this machine, width multipliers, the earlier model a job builds on); what needs the model itself (layer
-names) is checked by the engine, and its refusal fails the job as the user's error.
+this machine, width multipliers, the earlier model a job builds on, and layer names of catalog bases, read
+from the committed ``worker/training/catalog_layers.json``); the layer names of an uploaded or earlier model
+are checked by the engine, and its refusal fails the job as the user's error.
 """
 
 from __future__ import annotations
 
+import difflib
+
 from sqlalchemy.orm import Session
 
 from app.auth import Principal
-from app.catalog import IMAGE_BASES, TEXT_BASES, image_weights_path, text_preset_dir
+from app.catalog import IMAGE_BASES, TEXT_BASES, catalog_layer_names, image_weights_path, text_preset_dir
 from app.errors import Unprocessable
 from app.jobspec import JobSpec
 from app.tables import Dataset, ModelVersion
@@ -63,6 +66,24 @@ def check_base(session: Session, principal: Principal, spec: JobSpec) -> None:
             raise Unprocessable(f"base.model_version_id {base.model_version_id} is not a model version of this project")
 
 
+def check_layer_names(spec: JobSpec) -> None:
+    """``hyperparameters.unfreeze_from_layer`` must name a layer of a catalog base's backbone."""
+    layer = spec.hyperparameters.unfreeze_from_layer
+    if layer is None or spec.base.kind != "catalog":
+        return
+    names = catalog_layer_names(spec.base.name or "")
+    if names is None or layer in names:
+        return
+    close = difflib.get_close_matches(layer, names, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+    raise Unprocessable(
+        f"hyperparameters.unfreeze_from_layer {layer!r} is not a layer of {spec.base.name}; {hint}"
+        f"its last layers are {', '.join(names[-6:])} ({len(names)} layers; GET /v1/bases/{spec.base.name}/layers)",
+        extra={"field": "hyperparameters.unfreeze_from_layer", "valid_examples": list(close or names[-6:])},
+    )
+
+
 def validate_job(session: Session, principal: Principal, spec: JobSpec, dataset: Dataset) -> None:
     check_against_dataset(spec, dataset)
     check_base(session, principal, spec)
+    check_layer_names(spec)

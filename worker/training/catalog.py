@@ -7,8 +7,10 @@ once with keras.applications 3.x; text counts are the keras-hub backbone counts.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 #: Preprocessing kinds an image base may need in front of it (applied inside the exported model).
@@ -169,6 +171,22 @@ TEXT_BASES: dict[str, TextBaseInfo] = {
 }
 
 DEFAULT_TEXT_BASE = next(b.name for b in TEXT_BASES.values() if b.default)
+
+
+#: Layer names of each catalog image base (``python -m worker.training.catalog_layers`` writes it).
+CATALOG_LAYERS_PATH = Path(__file__).with_name("catalog_layers.json")
+
+
+@lru_cache(maxsize=1)
+def _catalog_layers() -> dict[str, tuple[str, ...]]:
+    if not CATALOG_LAYERS_PATH.exists():
+        return {}
+    return {name: tuple(names) for name, names in json.loads(CATALOG_LAYERS_PATH.read_text()).items()}
+
+
+def catalog_layer_names(name: str) -> tuple[str, ...] | None:
+    """The backbone layer names of catalog image base ``name``, in order; None when not recorded."""
+    return _catalog_layers().get(name)
 
 
 def keras_models_dir() -> Path:
