@@ -76,6 +76,9 @@ def _clean_tables(database: str) -> Iterator[None]:
     names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
     with get_engine(database).begin() as conn:
         conn.execute(text(f"TRUNCATE {names} CASCADE"))
+    # The rows are gone, so are their files: the next test starts with an empty artifact store.
+    for sub in ("uploads", "datasets", "models", "jobs", "batch_predictions"):
+        shutil.rmtree(DATA_DIR / "artifacts" / sub, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
