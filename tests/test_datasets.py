@@ -537,3 +537,47 @@ def test_a_job_trains_on_the_uploads_own_splits(client, admin_headers, live_work
         splits = session.get(Job, done["id"]).splits
     assert sorted(splits["val"]) == sorted(f"val/{c}/{i}.png" for c in ("red", "blue") for i in range(2))
     assert all(item.startswith("train/") for item in splits["train"])
+
+
+def test_delete_waits_for_a_concurrent_job_submission(client, admin_headers):
+    """A submit holds the dataset FOR SHARE until it commits; a delete racing it then sees the job (409)."""
+    import threading
+
+    from app.auth import authenticate
+    from app.db import get_sessionmaker
+    from app.errors import Conflict
+    from app.services.datasets import delete_dataset, get_dataset
+    from app.storage import get_store
+    from app.tables import Job
+
+    ds = upload_dataset(client, admin_headers, image_zip(per_class=3))
+    key = admin_headers["Authorization"].split()[1]
+    make = get_sessionmaker()
+    submitter, deleter = make(), make()
+    principal = authenticate(submitter, key)
+    submitter.commit()
+    get_dataset(submitter, principal, ds["id"], share_lock=True)  # the submit path, mid-transaction
+
+    outcome: list[BaseException | None] = []
+
+    def delete() -> None:
+        try:
+            from app.config import get_settings
+
+            delete_dataset(deleter, get_store(get_settings()), principal, ds["id"])
+            deleter.commit()
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001
+            deleter.rollback()
+            outcome.append(exc)
+
+    thread = threading.Thread(target=delete)
+    thread.start()
+    thread.join(timeout=1.0)
+    assert thread.is_alive(), "the delete must wait for the submitting transaction"
+    submitter.add(Job(project_id=principal.project_id, dataset_id=ds["id"], model_name="m", spec={}, state="queued"))
+    submitter.commit()
+    thread.join(timeout=10)
+    submitter.close()
+    deleter.close()
+    assert isinstance(outcome[0], Conflict), outcome

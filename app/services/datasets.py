@@ -165,8 +165,10 @@ def create_from_upload(
     return dataset, False
 
 
-def get_dataset(session: Session, principal: Principal, dataset_id: str) -> Dataset:
-    dataset = session.get(Dataset, dataset_id)
+def get_dataset(session: Session, principal: Principal, dataset_id: str, *, share_lock: bool = False) -> Dataset:
+    """The project's dataset. ``share_lock`` holds it (FOR SHARE) until commit, so a concurrent delete,
+    which locks the row FOR UPDATE before checking for jobs, cannot slip in between."""
+    dataset = session.get(Dataset, dataset_id, with_for_update={"read": True} if share_lock else None)
     if dataset is None or dataset.project_id != principal.project_id:
         raise NotFound(f"dataset {dataset_id} not found")
     if dataset.deleted_at is not None:

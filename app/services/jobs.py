@@ -72,7 +72,7 @@ def submit_job(
         existing = _by_idempotency_key(session, principal.project_id, idempotency_key)
         if existing is not None:
             return _replay(existing, digest, idempotency_key), False
-    dataset = get_dataset(session, principal, body.dataset_id)
+    dataset = get_dataset(session, principal, body.dataset_id, share_lock=True)
     validate_job(session, principal, body.spec, dataset)
     template = {
         "project_id": principal.project_id,
