@@ -27,7 +27,7 @@ from app.services.jobs import send_job
 from app.services.registry import next_version, register_version
 from app.services.sweep import job_dir, remove_job_dir
 from app.storage import ArtifactStore, get_store
-from app.tables import Dataset, Job, JobEvent, Project, utcnow
+from app.tables import Dataset, Job, JobEvent, ModelVersion, Project, utcnow
 
 log = logging.getLogger("transferlab.worker")
 PROGRESS_EVERY_S = 1.0
@@ -206,6 +206,27 @@ class DbCallbacks:
         job_log(self.job_id, message)
 
 
+def _resolve_base(spec: Any, store: ArtifactStore, project_id: str) -> Any:
+    """Point an uploaded or earlier-model base at its local ``.keras`` file (the API never takes paths)."""
+    from worker.training.errors import InvalidSpecError
+
+    base = spec.base
+    if base.kind == "keras_file" and base.upload_id:
+        from app.services.base_uploads import upload_key
+
+        path = store.local_path(upload_key(project_id, base.upload_id))
+        return spec.model_copy(update={"base": base.model_copy(update={"path": str(path)})})
+    if base.kind == "model_version" and base.model_version_id and not base.path:
+        with session_scope() as session:
+            version = session.get(ModelVersion, base.model_version_id)
+            if version is None or version.project_id != project_id or "keras" not in version.artifacts:
+                raise InvalidSpecError(f"base model version {base.model_version_id} is gone or has no .keras file")
+            key, labels = version.artifacts["keras"]["key"], list(version.labels)
+        path = store.local_path(key)
+        return spec.model_copy(update={"base": base.model_copy(update={"path": str(path), "labels": labels})})
+    return spec
+
+
 def _data_source(store: ArtifactStore, dataset: dict[str, Any], splits: dict[str, Any] | None) -> Any:
     from worker.training.data import DataSource
 
@@ -328,7 +349,7 @@ def _train_and_record(job_id: str, claimed: Claim, ownership: Ownership, setting
 
     started = time.monotonic()
     try:
-        spec = JobSpec.model_validate(claimed.job["spec"])
+        spec = _resolve_base(JobSpec.model_validate(claimed.job["spec"]), store, claimed.job["project_id"])
         data = _data_source(store, claimed.job["dataset"], claimed.job["splits"])
         result = train(spec, data, DbCallbacks(job_id, ownership), workdir)
     except TrainingCancelled:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request, status
+from fastapi.concurrency import run_in_threadpool
 
 from app.auth import Principal, require
-from app.errors import NotFound
+from app.errors import BadRequest, NotFound
+from app.services.base_uploads import store_base
+from app.storage import get_store
+from app.uploads import receive_multipart
 
 router = APIRouter(prefix="/v1/bases", tags=["bases"])
 
@@ -30,3 +34,17 @@ def base_layers(name: str, _: Annotated[Principal, Depends(require("read"))]) ->
         known = ", ".join(sorted(IMAGE_BASES))
         raise NotFound(f"no layer names recorded for base {name!r}; catalog image bases: {known}")
     return {"base": name, "layers": list(names), "total": len(names)}
+
+
+@router.post("/uploads", status_code=status.HTTP_201_CREATED)
+async def upload_base(request: Request, principal: Annotated[Principal, Depends(require("write"))]) -> dict[str, Any]:
+    """Upload a ``.keras`` model to start jobs from: ``{"base": {"kind": "keras_file", "upload_id": ...}}``."""
+    settings = request.app.state.settings
+    form = await receive_multipart(request, settings.data_dir / "tmp", settings.max_upload_bytes)
+    try:
+        if form.file is None:
+            raise BadRequest("multipart body has no 'file' part holding the .keras model")
+        return await run_in_threadpool(store_base, get_store(settings), principal, form.file)
+    finally:
+        if form.file is not None:
+            form.file.discard()

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.auth import Principal
 from app.catalog import IMAGE_BASES, TEXT_BASES, catalog_layer_names, image_weights_path, text_preset_dir
-from app.errors import Unprocessable
+from app.errors import NotFound, Unprocessable
 from app.jobspec import JobSpec
 from app.tables import Dataset, ModelVersion
 
@@ -60,6 +60,20 @@ def check_base(session: Session, principal: Principal, spec: JobSpec) -> None:
             raise Unprocessable(f"unknown text base {base.name!r}; known text bases: {', '.join(sorted(TEXT_BASES))}")
         if text_preset_dir(text) is None:
             raise Unprocessable(f"text base {text.name} is not installed on this server (source {text.source})")
+    if base.kind in ("keras_file", "model_version") and base.path is not None:
+        raise Unprocessable(
+            f"base.path names a file on the server; a {base.kind} base is given by "
+            + ("upload_id (POST /v1/bases/uploads)" if base.kind == "keras_file" else "model_version_id")
+        )
+    if base.upload_id is not None:
+        from app.config import get_settings
+        from app.services.base_uploads import require_base
+        from app.storage import get_store
+
+        try:
+            require_base(get_store(get_settings()), principal.project_id, base.upload_id)
+        except NotFound as exc:
+            raise Unprocessable(f"base.upload_id: {exc.detail}") from exc
     if base.model_version_id is not None:
         version = session.get(ModelVersion, base.model_version_id)
         if version is None or version.project_id != principal.project_id:

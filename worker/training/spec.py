@@ -37,6 +37,9 @@ class BaseSpec(_Strict):
     alpha: float | None = Field(default=None, gt=0, le=1.4, description="width multiplier (MobileNets)")
     path: str | None = None
     model_version_id: str | None = None
+    upload_id: str | None = Field(
+        default=None, description="keras_file: an uploaded base (POST /v1/bases/uploads); the worker sets path"
+    )
     feature_layer: str | None = Field(
         default=None, description="keras_file/model_version: layer whose output is the feature vector"
     )
@@ -46,8 +49,10 @@ class BaseSpec(_Strict):
 
     @model_validator(mode="after")
     def _check_kind(self) -> BaseSpec:
-        if self.kind in ("keras_file", "model_version") and not self.path:
-            raise ValueError(f"base.path is required for base kind {self.kind!r}")
+        if self.kind == "keras_file" and not (self.path or self.upload_id):
+            raise ValueError("base kind 'keras_file' needs upload_id (an uploaded .keras base) or path")
+        if self.kind == "model_version" and not (self.path or self.model_version_id):
+            raise ValueError("base kind 'model_version' needs model_version_id (or path)")
         if self.kind == "catalog" and not self.name:
             self.name = DEFAULT_IMAGE_BASE
         if self.kind == "text_preset" and not (self.name or self.path):

@@ -1,0 +1,91 @@
+"""Bases a job can start from beyond the catalog: an uploaded .keras file, an earlier model version."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+
+from tests.helpers import TINY_IMAGE_SPEC, image_zip, upload_dataset, wait_for_job
+
+
+def _keras_file_bytes(tmp_path) -> bytes:  # type: ignore[no-untyped-def]
+    from tests.model_factory import build_image_model
+
+    path = tmp_path / "base.keras"
+    build_image_model(["blue", "red"], size=16).save(path)
+    return path.read_bytes()
+
+
+def test_upload_a_keras_base_and_reference_it(client, admin_headers, auth_headers, tmp_path):
+    bad = client.post("/v1/bases/uploads", headers=admin_headers, files={"file": ("x.keras", b"not a zip")})
+    assert bad.status_code == 415 and ".keras" in bad.json()["detail"]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("readme.txt", "hi")
+    not_model = client.post("/v1/bases/uploads", headers=admin_headers, files={"file": ("x.keras", buf.getvalue())})
+    assert not_model.status_code == 400 and "config.json" in not_model.json()["detail"]
+
+    up = client.post(
+        "/v1/bases/uploads", headers=admin_headers, files={"file": ("base.keras", _keras_file_bytes(tmp_path))}
+    )
+    assert up.status_code == 201, up.text
+    upload_id = up.json()["upload_id"]
+
+    dataset = upload_dataset(client, admin_headers, image_zip(per_class=3))
+    spec = {**TINY_IMAGE_SPEC, "base": {"kind": "keras_file", "upload_id": upload_id}}
+    ok = client.post(
+        "/v1/jobs", headers=admin_headers, json={"dataset_id": dataset["id"], "model_name": "m", "spec": spec}
+    )
+    assert ok.status_code == 201, ok.text
+
+    unknown = {**spec, "base": {"kind": "keras_file", "upload_id": "feedface"}}
+    r = client.post(
+        "/v1/jobs", headers=admin_headers, json={"dataset_id": dataset["id"], "model_name": "m", "spec": unknown}
+    )
+    assert r.status_code == 422 and "feedface" in r.json()["detail"]
+
+    by_path = {**spec, "base": {"kind": "keras_file", "path": "/etc/passwd"}}
+    r = client.post(
+        "/v1/jobs", headers=admin_headers, json={"dataset_id": dataset["id"], "model_name": "m", "spec": by_path}
+    )
+    assert r.status_code == 422 and "upload_id" in r.json()["detail"]
+
+    # Another project cannot use this upload.
+    other = auth_headers("other", "write")
+    theirs = upload_dataset(client, other, image_zip(per_class=3, size=12))
+    r = client.post("/v1/jobs", headers=other, json={"dataset_id": theirs["id"], "model_name": "m", "spec": spec})
+    assert r.status_code == 422 and upload_id in r.json()["detail"]
+
+
+@pytest.mark.slow
+def test_domain_adaptation_from_an_earlier_model_version(client, admin_headers, live_worker):
+    source = upload_dataset(client, admin_headers, image_zip(per_class=10, size=16), name="source")
+    first = client.post(
+        "/v1/jobs",
+        headers=admin_headers,
+        json={"dataset_id": source["id"], "model_name": "colors", "spec": TINY_IMAGE_SPEC},
+    )
+    assert first.status_code == 201, first.text
+    done = wait_for_job(client, first.json()["id"], admin_headers)
+    assert done["state"] == "succeeded", (done, live_worker.log_tail())
+    version = client.get("/v1/models/colors/versions/1", headers=admin_headers).json()
+
+    target = upload_dataset(client, admin_headers, image_zip(per_class=10, size=20), "t.zip", name="target")
+    spec = {
+        **TINY_IMAGE_SPEC,
+        "base": {"kind": "model_version", "model_version_id": version["id"]},
+        "strategy": "fine_tune",
+        "hyperparameters": {"epochs": 1, "batch_size": 8, "learning_rate": 0.001},
+    }
+    second = client.post(
+        "/v1/jobs", headers=admin_headers, json={"dataset_id": target["id"], "model_name": "colors", "spec": spec}
+    )
+    assert second.status_code == 201, second.text
+    adapted = wait_for_job(client, second.json()["id"], admin_headers)
+    assert adapted["state"] == "succeeded", (adapted, live_worker.log_tail())
+    assert 0.0 <= adapted["metrics"]["source_accuracy_before"] <= 1.0
+    assert 0.0 <= adapted["metrics"]["target_accuracy_after"] <= 1.0
+    v2 = client.get("/v1/models/colors/versions/2", headers=admin_headers).json()
+    assert v2["parent_version_id"] == version["id"]
