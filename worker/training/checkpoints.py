@@ -69,11 +69,15 @@ class Checkpointer:
         return _assign_all(list(optimizer.variables), values)
 
     @staticmethod
-    def _save_npz(final: Path, values: list[np.ndarray]) -> None:
+    def _atomic_savez(final: Path, arrays: dict[str, np.ndarray]) -> None:
         tmp = final.with_name(f"tmp_{final.name}")
         with tmp.open("wb") as fh:
-            np.savez(fh, **{f"v{i}": v for i, v in enumerate(values)})
+            np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
         os.replace(tmp, final)
+
+    @classmethod
+    def _save_npz(cls, final: Path, values: list[np.ndarray]) -> None:
+        cls._atomic_savez(final, {f"v{i}": v for i, v in enumerate(values)})
 
     @staticmethod
     def _load_npz(path: Path) -> list[np.ndarray] | None:
@@ -84,11 +88,7 @@ class Checkpointer:
 
     # -- cached features ------------------------------------------------------------------------------
     def save_arrays(self, name: str, **arrays: np.ndarray) -> None:
-        final = self.dir / f"{name}.npz"
-        tmp = final.with_name(f"tmp_{final.name}")
-        with tmp.open("wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, final)
+        self._atomic_savez(self.dir / f"{name}.npz", arrays)
 
     def load_arrays(self, name: str) -> dict[str, np.ndarray] | None:
         path = self.dir / f"{name}.npz"

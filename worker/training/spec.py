@@ -145,7 +145,7 @@ class JobSpec(_Strict):
     augmentation: AugmentationSpec | None = None
     preprocessing: Preprocessing = "base_default"
     class_descriptions: dict[str, str] | None = None
-    export_formats: list[ExportFormat] = Field(default_factory=lambda: ["keras"])
+    export_formats: list[ExportFormat] = Field(default_factory=lambda: list[ExportFormat](["keras"]))
     seed: int = 42
 
     @model_validator(mode="before")

@@ -3,6 +3,7 @@ export. ``engine.train`` is the public entry point and wraps this with the OOM r
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -406,7 +407,7 @@ class JobRun:
                 es_state=es_state,
                 es_config=es_config,
                 on_checkpoint=checkpoint,
-                lr_getter=lambda _o=optimizer: current_learning_rate(_o),
+                lr_getter=functools.partial(current_learning_rate, optimizer),
             )
             if start < phase.epochs:
                 self.cb.log(
