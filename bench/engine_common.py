@@ -139,6 +139,26 @@ class EpochTimer:
         return _CB()
 
 
+def prepare_inputs(
+    script: Path, per_class: int, size: int, seed: int, splits_name: str
+) -> tuple[Path, dict[str, list[str]], Path, Path]:
+    """The cached synthetic data, its seeded splits (written to a file) and the calibrated base, as both
+    variants of a benchmark read them: (data folder, splits, splits file, base .keras)."""
+    import tempfile
+
+    from worker.training.data import DataSource, load_examples, make_splits
+
+    cache = Path(tempfile.gettempdir()) / f"tl_bench_images_{per_class}_{size}"
+    data = make_dataset(cache, per_class, size)
+    splits = make_splits(load_examples(DataSource("image_folders", data)), 0.15, 0.15, seed)
+    splits_file = cache.parent / f"{cache.name}_{splits_name}.json"
+    splits_file.write_text(json.dumps(splits))
+    base = cache.parent / f"{cache.name}_mobilenetv2_calibrated.keras"
+    if not base.exists():
+        run_variant(script, "prepare", "--data", str(data), "--size", str(size), "--base", str(base))
+    return data, splits, splits_file, base
+
+
 def run_variant(script: Path, variant: str, *args: str) -> dict[str, Any]:
     """Run ``script --variant <variant>`` in a fresh interpreter and parse the JSON line it prints last."""
     out = subprocess.run(

@@ -20,9 +20,9 @@ from engine_common import (
     CLASSES,
     EpochTimer,
     calibrated_base,
-    make_dataset,
     plain_datasets,
     plain_model,
+    prepare_inputs,
     run_variant,
     top1,
 )
@@ -114,16 +114,7 @@ def main() -> None:
         print(json.dumps(fn(args)), flush=True)
         return
 
-    from worker.training.data import DataSource, load_examples, make_splits
-
-    cache = Path(tempfile.gettempdir()) / f"tl_bench_images_{args.per_class}_{args.size}"
-    data = make_dataset(cache, args.per_class, args.size)
-    splits = make_splits(load_examples(DataSource("image_folders", data)), 0.15, 0.15, SEED)
-    splits_file = cache.parent / f"{cache.name}_splits.json"
-    splits_file.write_text(json.dumps(splits))
-    base = cache.parent / f"{cache.name}_mobilenetv2_calibrated.keras"
-    if not base.exists():
-        run_variant(Path(__file__), "prepare", "--data", str(data), "--size", str(args.size), "--base", str(base))
+    data, splits, splits_file, base = prepare_inputs(Path(__file__), args.per_class, args.size, SEED, "splits")
     common = [
         "--per-class",
         str(args.per_class),
