@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -45,11 +46,21 @@ keras.Model(inputs, x, name="tiny").save(sys.argv[1])
 
 
 @pytest.fixture(scope="module")
-def slow_spec(tmp_path_factory) -> dict:  # type: ignore[type-arg]
+def tiny_base_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("bases") / "tiny.keras"
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     subprocess.run([sys.executable, "-c", TINY_BASE, str(path)], check=True, env=env)
-    return {**SLOW_SPEC, "base": {"kind": "keras_file", "path": str(path)}}
+    return path
+
+
+@pytest.fixture()
+def slow_spec(client, admin_headers, tiny_base_file) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    """The slow spec on the tiny base, uploaded as a user would (POST /v1/bases/uploads)."""
+    up = client.post(
+        "/v1/bases/uploads", headers=admin_headers, files={"file": ("tiny.keras", tiny_base_file.read_bytes())}
+    )
+    assert up.status_code == 201, up.text
+    return {**SLOW_SPEC, "base": {"kind": "keras_file", "upload_id": up.json()["upload_id"]}}
 
 
 def _uploaded_dataset(client, headers, per_class: int = 10) -> str:  # type: ignore[no-untyped-def]
