@@ -49,7 +49,14 @@ def get_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
 @contextmanager
 def session_scope(url: str | None = None) -> Iterator[Session]:
     """A unit of work: commits on success, rolls back on error. Used by the worker and the CLI."""
-    session = get_sessionmaker(url)()
+    with unit_of_work(get_sessionmaker(url)) as session:
+        yield session
+
+
+@contextmanager
+def unit_of_work(make_session: sessionmaker[Session]) -> Iterator[Session]:
+    """One session and transaction from ``make_session``: committed on success, rolled back on error."""
+    session = make_session()
     try:
         yield session
         session.commit()
