@@ -184,7 +184,7 @@ def any_keys(session: Session) -> bool:
     return session.scalar(select(ApiKey.id).limit(1)) is not None
 
 
-def _bearer(request: Request) -> str:
+def bearer_key(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -192,12 +192,19 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
-def authorize(request: Request, session: Session, scope: str) -> Principal:
-    """The request's principal, with at least ``scope``, looked up in ``session`` (not cached)."""
-    principal, last_used_at = lookup_key(session, _bearer(request))
+def check_key(session: Session, key: str, scope: str, usage: KeyUsage, sessions: sessionmaker[Session]) -> Principal:
+    """The key's principal, with at least ``scope``, looked up in ``session`` (not cached); notes its use."""
+    principal, last_used_at = lookup_key(session, key)
     if not principal.allows(scope):
         raise Forbidden(f"this API key has scope '{principal.scope}'; '{scope}' is required")
-    request.app.state.key_usage.note(request.app.state.sessionmaker, principal.key_id, last_used_at)
+    usage.note(sessions, principal.key_id, last_used_at)
+    return principal
+
+
+def authorize(request: Request, session: Session, scope: str) -> Principal:
+    """The request's principal, with at least ``scope``, looked up in ``session`` (not cached)."""
+    state = request.app.state
+    principal = check_key(session, bearer_key(request), scope, state.key_usage, state.sessionmaker)
     request.state.principal = principal
     return principal
 
@@ -223,7 +230,7 @@ def require_cached(scope: str):  # type: ignore[no-untyped-def]
     request holds no database session), and nothing leaves the event loop unless the cache misses."""
 
     async def dependency(request: Request) -> Principal:
-        key, state = _bearer(request), request.app.state
+        key, state = bearer_key(request), request.app.state
         digest = hash_key(key)
         hit = state.auth_cache.get(digest)
         if hit is None:

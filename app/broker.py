@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import json
+import uuid
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -95,6 +97,37 @@ def redis_priority(priority: int) -> int:
     return max(PRIORITY_STEPS) - min(max(priority, 0), max(PRIORITY_STEPS))
 
 
+@dataclass(frozen=True)
+class JobMessage:
+    """One ``run_job`` message: the job, its queue and priority, and the message id the job row records."""
+
+    job_id: str
+    queue: str
+    priority: int | None
+    task_id: str
+    countdown: float | None = None
+
+
+def enqueue_jobs(settings: Settings, messages: list[JobMessage]) -> None:
+    """Send ``run_job`` messages; several go to Redis in one pipelined round trip (kombu's publish batch)."""
+    app = celery_client(settings)
+    with app.producer_or_acquire() as producer, producer.batch():
+        for message in messages:
+            app.send_task(
+                RUN_JOB_TASK,
+                args=[message.job_id],
+                queue=message.queue or settings.default_queue,
+                priority=None
+                if message.priority is None or settings.is_embedded_broker
+                else redis_priority(message.priority),
+                task_id=message.task_id,
+                countdown=message.countdown,
+                producer=producer,
+                argsrepr=f"[{message.job_id!r}]",
+                kwargsrepr="{}",
+            )
+
+
 def enqueue_job(
     settings: Settings,
     job_id: str,
@@ -104,14 +137,8 @@ def enqueue_job(
     task_id: str | None = None,
     countdown: float | None = None,
 ) -> None:
-    celery_client(settings).send_task(
-        RUN_JOB_TASK,
-        args=[job_id],
-        queue=queue or settings.default_queue,
-        priority=None if priority is None or settings.is_embedded_broker else redis_priority(priority),
-        task_id=task_id,
-        countdown=countdown,
-    )
+    message = JobMessage(job_id, queue or settings.default_queue, priority, task_id or uuid.uuid4().hex, countdown)
+    enqueue_jobs(settings, [message])
 
 
 def enqueue_batch_prediction(settings: Settings, batch_id: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -20,6 +19,3 @@ def get_session(request: Request) -> Iterator[Session]:
 # scope="function": the transaction commits when the route returns, before the response is sent,
 # so a client never sees a 2xx for work that then failed to commit.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
-
-#: ``get_session`` as a context manager, for a route that does its whole unit of work in one threadpool call.
-request_transaction = contextmanager(get_session)

@@ -8,6 +8,7 @@ from app.auth import KeyUsage, PrincipalCache
 from app.config import Settings, get_settings
 from app.db import get_engine, get_sessionmaker
 from app.errors import ServiceUnavailable, install_error_handlers
+from app.job_submitter import JobSubmitter
 from app.logging_setup import configure_logging
 from app.migrate import is_at_head, upgrade
 from app.routes import bases, batch_predictions, datasets, health, jobs, kserve, metrics, models, tfserving
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.predictor = Predictor(settings, get_store(settings))
     app.state.key_usage = KeyUsage(settings.api_key_touch_interval_s)
     app.state.auth_cache = PrincipalCache(settings.auth_cache_ttl_s)
+    app.state.job_submitter = JobSubmitter(app.state.sessionmaker, settings, app.state.key_usage)
     install_error_handlers(app)
     for module in (health, metrics, datasets, jobs, tfserving, models, kserve, batch_predictions, bases):
         app.include_router(module.router)

@@ -169,11 +169,25 @@ def get_dataset(session: Session, principal: Principal, dataset_id: str, *, shar
     """The project's dataset. ``share_lock`` holds it (FOR SHARE) until commit, so a concurrent delete,
     which locks the row FOR UPDATE before checking for jobs, cannot slip in between."""
     dataset = session.get(Dataset, dataset_id, with_for_update={"read": True} if share_lock else None)
+    return check_dataset(dataset, principal, dataset_id)
+
+
+def check_dataset(dataset: Dataset | None, principal: Principal, dataset_id: str) -> Dataset:
+    """``dataset`` if it is a live dataset of the principal's project, else ``NotFound``."""
     if dataset is None or dataset.project_id != principal.project_id:
         raise NotFound(f"dataset {dataset_id} not found")
     if dataset.deleted_at is not None:
         raise NotFound(f"dataset {dataset_id} was deleted at {dataset.deleted_at.isoformat()}")
     return dataset
+
+
+def datasets_for_jobs(session: Session, dataset_ids: set[str]) -> dict[str, Dataset]:
+    """The datasets jobs are about to be created on, by id, each held FOR SHARE until commit (as
+    ``get_dataset(share_lock=True)``); unknown ids are absent. Check each with ``check_dataset``."""
+    if not dataset_ids:
+        return {}
+    query = select(Dataset).where(Dataset.id.in_(sorted(dataset_ids))).with_for_update(read=True)
+    return {dataset.id: dataset for dataset in session.scalars(query)}
 
 
 def list_datasets(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session, object_session
 
 from app.errors import Conflict
@@ -54,6 +55,21 @@ def transition(job: Job, new_state: str, **detail: Any) -> None:
     session = object_session(job)
     if session is not None:
         announce(session, job, detail)
+
+
+def announce_created(session: Session, jobs: list[Job], hooks: dict[str, list[str]]) -> None:
+    """``announce`` for new jobs inserted together: their ``queued`` events in one statement, then their
+    webhooks (``hooks``: each project's webhook ids, from ``hooks_by_project``)."""
+    from app.services.webhooks import queue_job_event
+
+    if not jobs:
+        return
+    events = [
+        {"job_id": job.id, "kind": "state", "data": {"state": job.state}, "created_at": job.created_at} for job in jobs
+    ]
+    session.execute(insert(JobEvent.__table__), events)
+    for job in jobs:
+        queue_job_event(session, job, hooks.get(job.project_id, []))
 
 
 def announce(session: Session, job: Job, detail: dict[str, Any] | None = None) -> None:

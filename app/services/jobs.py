@@ -6,21 +6,23 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from app.auth import Principal
-from app.broker import enqueue_job
+from app.broker import JobMessage, enqueue_job, enqueue_jobs
 from app.config import Settings
-from app.errors import Conflict, NotFound
-from app.outbox import after_commit, savepoint
+from app.errors import Conflict, NotFound, ServiceError
+from app.outbox import after_commit
 from app.schemas.jobs import JobCreate
-from app.services.datasets import get_dataset
-from app.services.job_states import announce, is_terminal, transition
+from app.services.datasets import check_dataset, datasets_for_jobs
+from app.services.job_states import announce_created, is_terminal, transition
 from app.services.job_validation import validate_job
+from app.services.webhooks import hooks_by_project
 from app.tables import Job, JobEvent, ModelVersion, new_id, utcnow
 
 RETRYABLE_STATES = ("failed", "cancelled")
@@ -31,17 +33,37 @@ def request_hash(body: JobCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _by_idempotency_key(session: Session, project_id: str, key: str) -> Job | None:
-    return session.scalar(select(Job).where(Job.project_id == project_id, Job.idempotency_key == key))
+@dataclass(frozen=True)
+class Submission:
+    """One ``POST /v1/jobs``: who sent it, the body, and its ``Idempotency-Key`` if any."""
+
+    principal: Principal
+    body: JobCreate
+    idempotency_key: str | None = None
 
 
-def _replay(existing: Job, digest: str, key: str) -> Job:
+#: A submission's outcome: the job and whether it was created now (False: an idempotent replay of an earlier
+#: submission), or the error that refuses it.
+Outcome = tuple[Job, bool] | ServiceError
+
+
+def _by_idempotency_keys(session: Session, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Job]:
+    if not keys:
+        return {}
+    query = select(Job).where(
+        Job.project_id.in_(sorted({project for project, _ in keys})),
+        Job.idempotency_key.in_(sorted({key for _, key in keys})),
+    )
+    return {(job.project_id, job.idempotency_key or ""): job for job in session.scalars(query)}
+
+
+def _replay(existing: Job, digest: str, key: str) -> tuple[Job, bool]:
     if existing.request_hash != digest:
         raise Conflict(
             f"Idempotency-Key {key!r} was already used for job {existing.id} with a different request body",
             extra={"job_id": existing.id},
         )
-    return existing
+    return existing, False
 
 
 def send_job(session: Session, settings: Settings, job: Job, countdown: float | None = None) -> None:
@@ -53,49 +75,80 @@ def send_job(session: Session, settings: Settings, job: Job, countdown: float | 
     after_commit(session, lambda: enqueue_job(settings, job_id, queue, priority, task_id=task_id, countdown=countdown))
 
 
-def _new_job(session: Session, settings: Settings, template: dict[str, Any]) -> Job:
-    job = Job(id=new_id(), state="queued", attempts=0, max_attempts=settings.job_max_attempts, **template)
-    job.queue = settings.queue_for_device(job.device)
-    send_job(session, settings, job)
-    session.add(job)
-    session.flush()
-    announce(session, job)
-    return job
+def _new_job(settings: Settings, template: dict[str, Any]) -> Job:
+    """A queued job (not yet added anywhere) with every column set, so that new jobs insert as one statement."""
+    now = utcnow()
+    device = template.get("device") or settings.default_device
+    row: dict[str, Any] = {column.key: None for column in Job.__table__.columns}
+    row.update(
+        id=new_id(),
+        state="queued",
+        attempts=0,
+        max_attempts=settings.job_max_attempts,
+        progress={},
+        metrics={},
+        result={},
+        created_at=now,
+        enqueued_at=now,
+        task_id=uuid.uuid4().hex,
+    )
+    row.update(template, device=device, queue=settings.queue_for_device(device))
+    return Job(**row)
 
 
-def submit_job(
-    session: Session, settings: Settings, principal: Principal, body: JobCreate, idempotency_key: str | None = None
-) -> tuple[Job, bool]:
-    """The job and whether it was created now (False: an idempotent replay of an earlier submission)."""
-    digest = request_hash(body)
-    if idempotency_key:
-        existing = _by_idempotency_key(session, principal.project_id, idempotency_key)
-        if existing is not None:
-            return _replay(existing, digest, idempotency_key), False
-    dataset = get_dataset(session, principal, body.dataset_id, share_lock=True)
-    validate_job(session, principal, body.spec, dataset)
-    template = {
-        "project_id": principal.project_id,
-        "dataset_id": dataset.id,
-        "model_name": body.model_name,
-        "spec": body.spec.model_dump(mode="json"),
-        "priority": body.priority,
-        "device": body.device or settings.default_device,
-        "base_model_version_id": body.spec.base.model_version_id,
-        "idempotency_key": idempotency_key,
-        "request_hash": digest,
-    }
-    if not idempotency_key:
-        return _new_job(session, settings, template), True
-    try:
-        with savepoint(session):
-            job = _new_job(session, settings, template)
-    except IntegrityError:  # the same key, submitted concurrently: the other request won
-        existing = _by_idempotency_key(session, principal.project_id, idempotency_key)
-        if existing is None:
-            raise
-        return _replay(existing, digest, idempotency_key), False
-    return job, True
+def _insert_new_jobs(session: Session, settings: Settings, jobs: list[Job]) -> None:
+    """Insert jobs made by ``_new_job`` (one statement), record and announce their state, and send their
+    messages after the commit (one broker round trip). The ``Job`` objects stay outside the session."""
+    if not jobs:
+        return
+    columns = [column.key for column in Job.__table__.columns]
+    session.execute(insert(Job.__table__), [{key: getattr(job, key) for key in columns} for job in jobs])
+    announce_created(session, jobs, hooks_by_project(session, {job.project_id for job in jobs}))
+    messages = [JobMessage(job.id, job.queue, job.priority, job.task_id or "") for job in jobs]
+    after_commit(session, lambda: enqueue_jobs(settings, messages))
+
+
+def submit_jobs(session: Session, settings: Settings, submissions: Sequence[Submission]) -> list[Outcome]:
+    """Submissions that arrived together, each checked on its own (dataset, spec, base, Idempotency-Key),
+    the accepted ones created together. One outcome per submission, in order."""
+    keyed = {(s.principal.project_id, s.idempotency_key) for s in submissions if s.idempotency_key}
+    by_key = _by_idempotency_keys(session, keyed)
+    datasets = datasets_for_jobs(session, {s.body.dataset_id for s in submissions})
+    outcomes: list[Outcome] = []
+    new: list[Job] = []
+    for sub in submissions:
+        principal, body, key = sub.principal, sub.body, sub.idempotency_key
+        digest = request_hash(body)
+        try:
+            earlier = by_key.get((principal.project_id, key)) if key else None
+            if earlier is not None:  # submitted before, or earlier in this same group
+                outcomes.append(_replay(earlier, digest, key or ""))
+                continue
+            dataset = check_dataset(datasets.get(body.dataset_id), principal, body.dataset_id)
+            validate_job(session, principal, body.spec, dataset)
+        except ServiceError as exc:
+            outcomes.append(exc)
+            continue
+        job = _new_job(
+            settings,
+            {
+                "project_id": principal.project_id,
+                "dataset_id": dataset.id,
+                "model_name": body.model_name,
+                "spec": body.spec.model_dump(mode="json"),
+                "priority": body.priority,
+                "device": body.device,
+                "base_model_version_id": body.spec.base.model_version_id,
+                "idempotency_key": key,
+                "request_hash": digest,
+            },
+        )
+        new.append(job)
+        outcomes.append((job, True))
+        if key:
+            by_key[(principal.project_id, key)] = job
+    _insert_new_jobs(session, settings, new)
+    return outcomes
 
 
 def get_job(session: Session, principal: Principal, job_id: str, *, for_update: bool = False) -> Job:
@@ -146,7 +199,9 @@ def retry_job(session: Session, settings: Settings, principal: Principal, job_id
         "base_model_version_id": old.base_model_version_id,
         "retry_of": old.id,
     }
-    return _new_job(session, settings, template)
+    job = _new_job(settings, template)
+    _insert_new_jobs(session, settings, [job])
+    return job
 
 
 def list_events(

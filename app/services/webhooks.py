@@ -114,9 +114,20 @@ def job_payload(job: Job) -> dict[str, Any]:
     }
 
 
-def queue_job_event(session: Session, job: Job) -> None:
-    """One delivery per endpoint of the job's project, sent after the transaction commits."""
-    hooks = session.scalars(select(Webhook.id).where(Webhook.project_id == job.project_id)).all()
+def hooks_by_project(session: Session, project_ids: set[str]) -> dict[str, list[str]]:
+    """The webhook ids of each of ``project_ids`` (a project without webhooks maps to an empty list)."""
+    hooks: dict[str, list[str]] = {project_id: [] for project_id in project_ids}
+    if project_ids:
+        query = select(Webhook.project_id, Webhook.id).where(Webhook.project_id.in_(sorted(project_ids)))
+        for project_id, hook_id in session.execute(query):
+            hooks[project_id].append(hook_id)
+    return hooks
+
+
+def queue_job_event(session: Session, job: Job, hook_ids: list[str] | None = None) -> None:
+    """One delivery per endpoint of the job's project, sent after the transaction commits. ``hook_ids``:
+    the project's webhooks when the caller has already looked them up (``hooks_by_project``)."""
+    hooks = hook_ids if hook_ids is not None else hooks_by_project(session, {job.project_id})[job.project_id]
     if not hooks:
         return
     payload = job_payload(job)
