@@ -82,7 +82,8 @@ def test_each_submission_of_a_group_is_checked_on_its_own(settings, auth_headers
     assert isinstance(unknown_key, Unauthorized)
     assert isinstance(bad, Unprocessable) and "NoSuchNet" in bad.detail
     assert isinstance(foreign, NotFound)
-    assert isinstance(cpu, tuple) and (cpu[0].device, cpu[0].queue, cpu[0].priority) == ("cpu", settings.default_queue, 0)
+    assert isinstance(cpu, tuple)
+    assert (cpu[0].device, cpu[0].queue, cpu[0].priority) == ("cpu", settings.default_queue, 0)
 
     ids = [created[0].id, keyed[0].id, cpu[0].id]
     jobs, events, task_ids = _stored(ids)
