@@ -1,11 +1,12 @@
 """Job submission throughput and the service's overhead per job, on Postgres + Redis.
 
-1. Submissions/s: one uvicorn worker, a bounded number of POST /v1/jobs to 127.0.0.1 from a few client
-   threads (jobs go to a queue no worker reads), beside GET /healthz on the same server for scale.
+1. Submissions/s: one uvicorn worker, a bounded number of POST /v1/jobs to 127.0.0.1 from a separate
+   load-generator process (``bench/http_load.py``; the jobs go to a queue no worker reads), in rounds
+   alternating with GET /healthz on the same server for scale.
 2. Overhead per job: submit → succeeded wall time minus the engine's own training time (``engine_seconds``
    reported by the worker), for tiny jobs on a warm worker (its idle pool child has the engine imported).
 
-    python bench/job_submit.py [--submissions 1000] [--threads 8] [--jobs 3]
+    python bench/job_submit.py [--submissions 1000] [--connections 16] [--rounds 2] [--jobs 3]
 """
 
 from __future__ import annotations
