@@ -6,14 +6,16 @@
    registered twice in that one server — dynamic batching on, and off (``max_batch_size: 1``).
 
 The load comes from a third process (this script with ``--load``): one asyncio loop keeping
-``--clients`` HTTP/1.1 keep-alive connections busy with a pre-encoded request (a 96x96 PNG, base64 in
-JSON), so the client costs little of the machine's CPU and does not share a GIL with either side.
+``--clients`` HTTP/1.1 keep-alive connections busy with a pre-encoded request, so the client costs little of
+the machine's CPU and does not share a GIL with either side. ``--protocol native``: the native predict route
+with a 96x96 PNG, base64 in JSON (the server decodes it); ``--protocol v2-binary``: KServe V2 infer with the
+binary tensor extension, a raw UINT8 tensor, as the bare model gets it.
 The mean batch size the server ran (``tl_inference_batch_size`` on /metrics) is printed per phase.
 
 Every figure is measured in each of ``--rounds`` interleaved rounds (the machine may be shared) and the
 medians are printed; the ratios are medians of the per-round ratios.
 
-    python bench/serving_latency.py [--seconds 8] [--rounds 3] [--size 96] [--clients 16]
+    python bench/serving_latency.py [--protocol native|v2-binary] [--seconds 8] [--rounds 3] [--size 96] [--clients 16]
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,9 +134,10 @@ async def _load(port: int, request: bytes, clients: int, seconds: float) -> dict
 
 def load_main(args: argparse.Namespace) -> None:
     body = Path(args.body).read_bytes()
+    extra = "".join(f"{h}\r\n" for h in args.header or [])
     head = (
         f"POST {args.path} HTTP/1.1\r\nHost: 127.0.0.1:{args.port}\r\nAuthorization: Bearer {args.key}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"{extra}Content-Length: {len(body)}\r\n\r\n"
     )
     result = asyncio.run(_load(args.port, head.encode() + body, args.clients, args.seconds))
     print(json.dumps(result))
@@ -142,7 +146,44 @@ def load_main(args: argparse.Namespace) -> None:
 # --- the benchmark -------------------------------------------------------------------------------------
 
 
-def run_load(port: int, key: str, name: str, body: Path, clients: int, seconds: float) -> dict[str, float]:
+@dataclass(frozen=True)
+class Protocol:
+    """How the load client asks for one image: the path (``{name}``: the model), body file and headers."""
+
+    path: str
+    body: Path
+    headers: list[str]
+
+
+def native_request(folder: Path, png: bytes) -> Protocol:
+    """``POST /v1/models/{name}/predict`` with the PNG base64-encoded in JSON (the server decodes the PNG)."""
+    body = folder / "native.json"
+    body.write_text(json.dumps({"images": [base64.b64encode(png).decode()]}))
+    return Protocol("/v1/models/{name}/predict", body, ["Content-Type: application/json"])
+
+
+def v2_binary_request(folder: Path, pixels: bytes, size: int) -> Protocol:
+    """KServe V2 infer with the binary tensor extension: a UINT8 [1, size, size, 3] tensor as raw bytes (what a
+    Triton client sends for ``set_data_from_numpy(..., binary_data=True)``), binary output requested."""
+    header = {
+        "inputs": [
+            {
+                "name": "images",
+                "datatype": "UINT8",
+                "shape": [1, size, size, 3],
+                "parameters": {"binary_data_size": len(pixels)},
+            }
+        ],
+        "parameters": {"binary_data_output": True},
+    }
+    encoded = json.dumps(header).encode()
+    body = folder / "v2.bin"
+    body.write_bytes(encoded + pixels)
+    headers = ["Content-Type: application/octet-stream", f"Inference-Header-Content-Length: {len(encoded)}"]
+    return Protocol("/v2/models/{name}/infer", body, headers)
+
+
+def run_load(port: int, key: str, name: str, protocol: Protocol, clients: int, seconds: float) -> dict[str, float]:
     out = subprocess.run(
         [
             sys.executable,
@@ -153,13 +194,14 @@ def run_load(port: int, key: str, name: str, body: Path, clients: int, seconds: 
             "--key",
             key,
             "--path",
-            f"/v1/models/{name}/predict",
+            protocol.path.format(name=name),
             "--body",
-            str(body),
+            str(protocol.body),
             "--clients",
             str(clients),
             "--seconds",
             str(seconds),
+            *[arg for h in protocol.headers for arg in ("--header", h)],
         ],
         check=True,
         capture_output=True,
@@ -198,6 +240,13 @@ def main() -> None:
     parser.add_argument("--key", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
     parser.add_argument("--body", help=argparse.SUPPRESS)
+    parser.add_argument("--header", action="append", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--protocol",
+        choices=("native", "v2-binary"),
+        default="native",
+        help="native: PNG, base64 in JSON (the server decodes it); v2-binary: KServe V2 raw UINT8 tensor",
+    )
     args = parser.parse_args()
     if args.load:
         load_main(args)
@@ -236,10 +285,13 @@ def main() -> None:
     )
     with session_scope() as session:
         _, key = create_key(session, "bench", "read")
+    image = np.random.default_rng(0).integers(0, 255, (args.size, args.size, 3), np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (args.size, args.size, 3), np.uint8)).save(buf, "PNG")
-    body = data / "body.json"
-    body.write_text(json.dumps({"images": [base64.b64encode(buf.getvalue()).decode()]}))
+    Image.fromarray(image).save(buf, "PNG")
+    if args.protocol == "native":
+        protocol = native_request(data, buf.getvalue())
+    else:
+        protocol = v2_binary_request(data, image.tobytes(), args.size)
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -274,10 +326,10 @@ def main() -> None:
         for r in range(args.rounds):  # interleaved, so that other load on the machine hits every figure alike
             p50, rates = bare(serve, args.size, max(1.5, args.seconds / 4))
             row: dict[str, float] = {"bare_p50": p50, **rates}
-            row["http_p50"] = run_load(port, key, "batched", body, 1, max(2.0, args.seconds / 3))["p50_ms"]
+            row["http_p50"] = run_load(port, key, "batched", protocol, 1, max(2.0, args.seconds / 3))["p50_ms"]
             for name in ("unbatched", "batched"):
                 before, cpu = batch_stats(base), cpu_s(server.pid)
-                result = run_load(port, key, name, body, args.clients, args.seconds)
+                result = run_load(port, key, name, protocol, args.clients, args.seconds)
                 cpu = cpu_s(server.pid) - cpu  # includes the 1 s warm-up of the load
                 row[name], row[f"{name}_p50"] = result["rate"], result["p50_ms"]
                 row[f"{name}_batch"] = mean_batch(before, batch_stats(base), name)
@@ -296,8 +348,8 @@ def main() -> None:
         return statistics.median(row[a] / row[b] for row in rounds)
 
     print(
-        f"\nMobileNetV2(weights=None) {args.size}x{args.size}, {os.cpu_count()} CPUs, "
-        f"{args.clients} clients, medians of {args.rounds} interleaved rounds"
+        f"\nMobileNetV2(weights=None) {args.size}x{args.size}, {os.cpu_count()} CPUs, {args.clients} clients, "
+        f"protocol {args.protocol}, medians of {args.rounds} interleaved rounds"
     )
     print(f"API RSS before first prediction: {rss:.0f} MB (target < 200)")
     print(

@@ -66,14 +66,17 @@ def pixels(data: Any, signature: dict[str, Any], item: str) -> np.ndarray:
     if signature.get("type") == "text":
         raise BadRequest(f"{item}: this is a text model; send strings, not pixel tensors")
     h, w = int(signature["height"]), int(signature["width"])
+    uint8 = isinstance(data, np.ndarray) and data.dtype == np.uint8  # a UINT8 tensor: already in range
     try:
-        array = np.asarray(data, dtype=np.float64)
+        array = data if uint8 else np.asarray(data, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise BadRequest(f"{item}: not a numeric tensor") from exc
     if array.ndim == 3:
         array = array[None]
     if array.ndim != 4 or array.shape[1:] != (h, w, 3):
         raise BadRequest(f"{item}: pixel tensor has shape {list(array.shape)}; expected [N, {h}, {w}, 3]")
+    if uint8:
+        return array
     if not np.isfinite(array).all() or array.min(initial=0) < 0 or array.max(initial=0) > 255:
         raise BadRequest(f"{item}: pixel values must be finite and within 0-255")
     return np.rint(array).astype(np.uint8)
