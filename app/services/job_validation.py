@@ -14,8 +14,11 @@ from sqlalchemy.orm import Session
 
 from app.auth import Principal
 from app.catalog import IMAGE_BASES, TEXT_BASES, catalog_layer_names, image_weights_path, text_preset_dir
+from app.config import Settings
 from app.errors import NotFound, Unprocessable
 from app.jobspec import JobSpec
+from app.services.base_uploads import require_base
+from app.storage import get_store
 from app.tables import Dataset, ModelVersion
 
 TEXT_KINDS = ("text_preset",)
@@ -36,7 +39,7 @@ def check_against_dataset(spec: JobSpec, dataset: Dataset) -> None:
         raise Unprocessable(f"spec.task is {spec.task} but dataset {dataset.id} is a {dataset.task} dataset")
 
 
-def check_base(session: Session, principal: Principal, spec: JobSpec) -> None:
+def check_base(session: Session, settings: Settings, principal: Principal, spec: JobSpec) -> None:
     base = spec.base
     if base.kind == "catalog":
         info = IMAGE_BASES.get(base.name or "")
@@ -66,12 +69,8 @@ def check_base(session: Session, principal: Principal, spec: JobSpec) -> None:
             + ("upload_id (POST /v1/bases/uploads)" if base.kind == "keras_file" else "model_version_id")
         )
     if base.upload_id is not None:
-        from app.config import get_settings
-        from app.services.base_uploads import require_base
-        from app.storage import get_store
-
         try:
-            require_base(get_store(get_settings()), principal.project_id, base.upload_id)
+            require_base(get_store(settings), principal.project_id, base.upload_id)
         except NotFound as exc:
             raise Unprocessable(f"base.upload_id: {exc.detail}") from exc
     if base.model_version_id is not None:
@@ -97,7 +96,7 @@ def check_layer_names(spec: JobSpec) -> None:
     )
 
 
-def validate_job(session: Session, principal: Principal, spec: JobSpec, dataset: Dataset) -> None:
+def validate_job(session: Session, settings: Settings, principal: Principal, spec: JobSpec, dataset: Dataset) -> None:
     check_against_dataset(spec, dataset)
-    check_base(session, principal, spec)
+    check_base(session, settings, principal, spec)
     check_layer_names(spec)

@@ -125,7 +125,7 @@ def submit_jobs(session: Session, settings: Settings, submissions: Sequence[Subm
                 outcomes.append(_replay(earlier, digest, key or ""))
                 continue
             dataset = check_dataset(datasets.get(body.dataset_id), principal, body.dataset_id)
-            validate_job(session, principal, body.spec, dataset)
+            validate_job(session, settings, principal, body.spec, dataset)
         except ServiceError as exc:
             outcomes.append(exc)
             continue
