@@ -26,6 +26,11 @@ def test_upload_a_keras_base_and_reference_it(client, admin_headers, auth_header
         zf.writestr("readme.txt", "hi")
     not_model = client.post("/v1/bases/uploads", headers=admin_headers, files={"file": ("x.keras", buf.getvalue())})
     assert not_model.status_code == 400 and "config.json" in not_model.json()["detail"]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("config.json", "{not json")
+    unreadable = client.post("/v1/bases/uploads", headers=admin_headers, files={"file": ("x.keras", buf.getvalue())})
+    assert unreadable.status_code == 400 and "not valid JSON" in unreadable.json()["detail"]
 
     up = client.post(
         "/v1/bases/uploads", headers=admin_headers, files={"file": ("base.keras", _keras_file_bytes(tmp_path))}
@@ -39,6 +44,23 @@ def test_upload_a_keras_base_and_reference_it(client, admin_headers, auth_header
         "/v1/jobs", headers=admin_headers, json={"dataset_id": dataset["id"], "model_name": "m", "spec": spec}
     )
     assert ok.status_code == 201, ok.text
+
+    # Its layer names were recorded at upload: unfreeze_from_layer is checked before anything is queued.
+    assert up.json()["layers"] >= 3
+    layers = client.get(f"/v1/bases/uploads/{upload_id}/layers", headers=admin_headers).json()
+    assert layers["total"] == len(layers["layers"]) == up.json()["layers"] and layers["layers"][0] == "image"
+    assert client.get("/v1/bases/uploads/feedface/layers", headers=admin_headers).status_code == 404
+    partial = {**spec, "strategy": "fine_tune"}
+    for layer, expected in ((layers["layers"][-1], 201), ("no_such_layer", 422)):
+        hyper = {**TINY_IMAGE_SPEC["hyperparameters"], "unfreeze_from_layer": layer}
+        r = client.post(
+            "/v1/jobs",
+            headers=admin_headers,
+            json={"dataset_id": dataset["id"], "model_name": "m", "spec": {**partial, "hyperparameters": hyper}},
+        )
+        assert r.status_code == expected, r.text
+    assert f"is not a layer of uploaded base {upload_id}" in r.json()["detail"]
+    assert f"/v1/bases/uploads/{upload_id}/layers" in r.json()["detail"]
 
     unknown = {**spec, "base": {"kind": "keras_file", "upload_id": "feedface"}}
     r = client.post(
@@ -79,6 +101,16 @@ def test_domain_adaptation_from_an_earlier_model_version(client, admin_headers, 
         "strategy": "fine_tune",
         "hyperparameters": {"epochs": 1, "batch_size": 8, "learning_rate": 0.001},
     }
+    # The version's backbone layer names were recorded at registration: a wrong one is refused at submit.
+    hyper = {**spec["hyperparameters"], "unfreeze_from_layer": "block_99_project"}
+    refused = client.post(
+        "/v1/jobs",
+        headers=admin_headers,
+        json={"dataset_id": target["id"], "model_name": "colors", "spec": {**spec, "hyperparameters": hyper}},
+    )
+    assert refused.status_code == 422, refused.text
+    assert f"not a layer of model version {version['id']}" in refused.json()["detail"]
+    assert "out_relu" in refused.json()["detail"]
     second = client.post(
         "/v1/jobs", headers=admin_headers, json={"dataset_id": target["id"], "model_name": "colors", "spec": spec}
     )

@@ -22,6 +22,7 @@ from sqlalchemy import func, select, update
 
 from app.config import Settings, get_settings
 from app.db import session_scope
+from app.keras_layers import base_layer_names, record_layer_names
 from app.services.job_states import is_terminal, transition
 from app.services.jobs import send_job
 from app.services.registry import next_version, register_version
@@ -252,6 +253,8 @@ def _store_artifacts(store: ArtifactStore, prefix: str, result: Any) -> dict[str
             store.put_tree(key, path)
         else:
             store.put_file(key, path)
+        if fmt == "keras":  # for checking unfreeze_from_layer when a later job starts from this version
+            record_layer_names(store, key, base_layer_names(path))
         artifacts[fmt] = {"key": key, "size_bytes": info.size_bytes, "parity": info.parity}
     return artifacts
 

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.auth import Principal, require
 from app.errors import BadRequest, NotFound
-from app.services.base_uploads import store_base
+from app.services.base_uploads import store_base, upload_layer_names
 from app.storage import get_store
 from app.uploads import receive_multipart
 
@@ -34,6 +34,15 @@ def base_layers(name: str, _: Annotated[Principal, Depends(require("read"))]) ->
         known = ", ".join(sorted(IMAGE_BASES))
         raise NotFound(f"no layer names recorded for base {name!r}; catalog image bases: {known}")
     return {"base": name, "layers": list(names), "total": len(names)}
+
+
+@router.get("/uploads/{upload_id}/layers")
+def uploaded_base_layers(
+    upload_id: str, request: Request, principal: Annotated[Principal, Depends(require("read"))]
+) -> dict[str, Any]:
+    """An uploaded base's layer names, in order: what ``hyperparameters.unfreeze_from_layer`` may name."""
+    names = upload_layer_names(get_store(request.app.state.settings), principal.project_id, upload_id)
+    return {"upload_id": upload_id, "layers": names, "total": len(names)}
 
 
 @router.post("/uploads", status_code=status.HTTP_201_CREATED)

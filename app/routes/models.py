@@ -24,6 +24,7 @@ from starlette.datastructures import UploadFile
 from app.auth import Principal, require, require_cached
 from app.deps import SessionDep
 from app.errors import BadRequest, NotFound, UnsupportedMediaType
+from app.keras_layers import layers_key
 from app.outbox import after_commit
 from app.schemas.models import (
     AliasEventOut,
@@ -127,6 +128,7 @@ def _cleanup_after_commit(request: Request, session: Any, row: ModelVersion) -> 
     store = get_store(request.app.state.settings)
     predictor: Predictor = request.app.state.predictor
     keys = [a["key"] for a in (row.artifacts or {}).values() if isinstance(a, dict) and a.get("key")]
+    keys += [layers_key(a["key"]) for f, a in (row.artifacts or {}).items() if f == "keras" and isinstance(a, dict)]
     version_id = row.id
 
     def cleanup() -> None:

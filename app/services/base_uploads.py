@@ -8,6 +8,7 @@ import zipfile
 
 from app.auth import Principal
 from app.errors import BadRequest, NotFound, UnsupportedMediaType
+from app.keras_layers import NotAKerasModel, base_layer_names, record_layer_names, stored_layer_names
 from app.storage import ArtifactStore
 from app.uploads import SpooledUpload
 
@@ -31,10 +32,35 @@ def _check_keras_file(upload: SpooledUpload) -> None:
 
 
 def store_base(store: ArtifactStore, principal: Principal, upload: SpooledUpload) -> dict[str, object]:
+    """Store the upload and its layer names (for checking ``unfreeze_from_layer`` at submit); all or nothing."""
     _check_keras_file(upload)
+    try:
+        names = base_layer_names(upload.path)
+    except NotAKerasModel as exc:
+        raise BadRequest(f"the .keras file cannot be read: {exc}") from exc
     upload_id = secrets.token_hex(12)
-    store.put_file(upload_key(principal.project_id, upload_id), upload.path)
-    return {"upload_id": upload_id, "size_bytes": upload.size, "sha256": upload.sha256, "filename": upload.filename}
+    key = upload_key(principal.project_id, upload_id)
+    store.put_file(key, upload.path)
+    try:
+        record_layer_names(store, key, names)
+    except BaseException:
+        store.delete(key)
+        raise
+    return {
+        "upload_id": upload_id,
+        "size_bytes": upload.size,
+        "sha256": upload.sha256,
+        "filename": upload.filename,
+        "layers": len(names),
+    }
+
+
+def upload_layer_names(store: ArtifactStore, project_id: str, upload_id: str) -> list[str]:
+    """The layer names ``unfreeze_from_layer`` may take for an uploaded base (404 for an unknown upload)."""
+    names = stored_layer_names(store, require_base(store, project_id, upload_id))
+    if names is None:
+        raise NotFound(f"no layer names were recorded for uploaded base {upload_id}")
+    return names
 
 
 def require_base(store: ArtifactStore, project_id: str, upload_id: str) -> str:
