@@ -293,7 +293,7 @@ async def _predict(
     alias: str | None,
     top_k: int,
     backend: str | None,
-) -> PredictResponse:
+) -> Response:
     import numpy as np
 
     predictor: Predictor = request.app.state.predictor
@@ -304,7 +304,7 @@ async def _predict(
         raise BadRequest(f"{len(inputs)} items in one request; at most {MAX_ITEMS}")
     batch = inputs if ref.is_text else np.stack(inputs)
     probs, latency = await predictor.predict(ref, chosen, batch, "native")
-    return PredictResponse(
+    answer = PredictResponse(
         model=ref.name,
         version=ref.version,
         alias=via,
@@ -312,6 +312,8 @@ async def _predict(
         predictions=[Prediction.model_validate(p) for p in rank(probs, ref.labels, top_k)],
         latency_ms=latency,
     )
+    # Serialised once: returning the model would make FastAPI dump it, validate the dump and dump that again.
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 TopK = Annotated[int, Query(ge=1, le=100)]
@@ -327,7 +329,7 @@ async def predict(
     alias: str | None = None,
     top_k: TopK = 5,
     backend: BackendQ = None,
-) -> PredictResponse:
+) -> Response:
     return await _predict(request, principal, name, version=version, alias=alias, top_k=top_k, backend=backend)
 
 
@@ -339,7 +341,7 @@ async def predict_version(
     principal: InferPrincipal,
     top_k: TopK = 5,
     backend: BackendQ = None,
-) -> PredictResponse:
+) -> Response:
     return await _predict(request, principal, name, version=version, alias=None, top_k=top_k, backend=backend)
 
 
@@ -351,5 +353,5 @@ async def predict_alias(
     principal: InferPrincipal,
     top_k: TopK = 5,
     backend: BackendQ = None,
-) -> PredictResponse:
+) -> Response:
     return await _predict(request, principal, name, version=None, alias=alias, top_k=top_k, backend=backend)
