@@ -7,9 +7,9 @@ to the project's webhooks (sent after the transaction commits).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session, object_session
 
 from app.errors import Conflict
@@ -67,7 +67,7 @@ def announce_created(session: Session, jobs: list[Job], hooks: dict[str, list[st
     events = [
         {"job_id": job.id, "kind": "state", "data": {"state": job.state}, "created_at": job.created_at} for job in jobs
     ]
-    session.execute(insert(JobEvent.__table__), events)
+    session.execute(insert(cast(Table, JobEvent.__table__)), events)
     for job in jobs:
         queue_job_event(session, job, hooks.get(job.project_id, []))
 

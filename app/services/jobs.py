@@ -8,9 +8,9 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from app.auth import Principal
@@ -102,7 +102,7 @@ def _insert_new_jobs(session: Session, settings: Settings, jobs: list[Job]) -> N
     if not jobs:
         return
     columns = [column.key for column in Job.__table__.columns]
-    session.execute(insert(Job.__table__), [{key: getattr(job, key) for key in columns} for job in jobs])
+    session.execute(insert(cast(Table, Job.__table__)), [{key: getattr(job, key) for key in columns} for job in jobs])
     announce_created(session, jobs, hooks_by_project(session, {job.project_id for job in jobs}))
     messages = [JobMessage(job.id, job.queue, job.priority, job.task_id or "") for job in jobs]
     after_commit(session, lambda: enqueue_jobs(settings, messages))
