@@ -8,7 +8,7 @@ import sys
 from sqlalchemy import create_engine, inspect
 
 from tests.conftest import REPO_ROOT
-from tests.helpers import image_zip
+from tests.helpers import TINY_IMAGE_SPEC, image_zip
 
 
 def test_healthz_needs_no_key(client):
@@ -34,6 +34,22 @@ def test_readyz_names_what_is_down(settings):
     assert body["error"] == "not_ready"
     assert "broker" in body["detail"]
     assert body["checks"]["database"] == "ok"
+
+
+def test_an_unreachable_database_is_a_503_not_a_500(settings, admin_headers):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    gone = settings.model_copy(update={"database_url": "postgresql+psycopg://postgres@127.0.0.1:1/none"})
+    with TestClient(create_app(gone)) as c:
+        listing = c.get("/v1/jobs", headers=admin_headers)
+        submit = c.post(
+            "/v1/jobs", headers=admin_headers, json={"dataset_id": "d", "model_name": "m", "spec": TINY_IMAGE_SPEC}
+        )
+    for response in (listing, submit):
+        assert response.status_code == 503, response.text
+        assert response.json()["error"] == "database_unavailable" and response.headers["retry-after"] == "1"
 
 
 def test_v1_requires_a_key(client):
