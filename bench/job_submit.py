@@ -56,6 +56,12 @@ def _zip(per_class: int = 10) -> bytes:
     return buf.getvalue()
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -164,12 +170,15 @@ def main() -> int:
         submits: list[float] = []
         for r in range(args.rounds):  # alternated, so load from elsewhere on the machine hits both alike
             health = _load(port, headers, args.submissions, args.connections, "/healthz")
+            cpu = _cpu_s(procs[0].pid)
             submit = _load(port, headers, args.submissions, args.connections, "/v1/jobs", payload)
+            cpu_ms = (_cpu_s(procs[0].pid) - cpu) * 1000 / args.submissions
             healths.append(health["rate"])
             submits.append(submit["rate"])
             print(
                 f"  round {r + 1}: POST /v1/jobs {submit['rate']:.0f}/s (p50 {submit['p50_ms']} ms, "
-                f"p99 {submit['p99_ms']} ms); GET /healthz {health['rate']:.0f}/s (p50 {health['p50_ms']} ms)"
+                f"p99 {submit['p99_ms']} ms, server CPU {cpu_ms:.1f} ms per submission); "
+                f"GET /healthz {health['rate']:.0f}/s (p50 {health['p50_ms']} ms)"
             )
         best, ref = max(submits), max(healths)
         print(
