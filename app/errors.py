@@ -84,6 +84,15 @@ def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "request"
 
 
+def _sqlite_bug(exc: Exception) -> bool:
+    """SQLite reports mistakes (no such table, a syntax error) as OperationalError too: those stay 500s."""
+    orig = getattr(exc, "orig", None)
+    if type(orig).__module__ != "sqlite3":
+        return False
+    message = str(orig).lower()
+    return not any(word in message for word in ("locked", "busy", "unable to open", "disk i/o"))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
@@ -106,6 +115,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
         # The database is down, unreachable, out of connections or busy: not the client's fault and not a bug.
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        if _sqlite_bug(exc):
+            return await _unexpected(request, exc)
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path, reason)
         body = error_body("database_unavailable", "the database is unavailable or busy; retry shortly")
         return JSONResponse(body, 503, headers={"Retry-After": "1"})

@@ -9,8 +9,9 @@ statement per table in one transaction and sends their messages in one pipelined
 commit. Nothing waits for company: a submission that finds the submitter idle is committed at once, alone.
 Every caller hears back only after its group has committed (and its message has been handed to the broker).
 
-If the group's transaction fails on a constraint (the same Idempotency-Key committed concurrently by
-another server), each submission is committed again on its own, so only the one concerned sees the replay.
+If the group's transaction fails for any reason but an unreachable or busy database (a constraint: the same
+Idempotency-Key committed concurrently by another server; a value the database refuses), each submission is
+committed again on its own, so only the one concerned sees the replay or the error.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -101,6 +103,8 @@ class JobSubmitter:
         try:
             with unit_of_work(self.sessions) as session:
                 return self._results(session, group)
+        except (OperationalError, PoolTimeoutError):
+            raise  # the database is unreachable or busy: every submission of the group hears of it
         except IntegrityError:
             if len(group) > 1:
                 return [self._alone(request) for request in group]
@@ -109,6 +113,10 @@ class JobSubmitter:
             # The same key was committed concurrently by another request: now it is found and replayed.
             with unit_of_work(self.sessions) as session:
                 return self._results(session, group)
+        except Exception:
+            if len(group) > 1:  # whichever submission caused it fails alone; the others are committed
+                return [self._alone(request) for request in group]
+            raise
 
     def _alone(self, request: JobRequest) -> Result:
         try:

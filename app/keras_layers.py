@@ -2,9 +2,10 @@
 ``hyperparameters.unfreeze_from_layer`` is checked at submit time for uploaded bases and earlier model versions
 as it is for catalog bases.
 
-The names are those the engine picks from (``worker/training/bases.py``): for a model this service exported
-(top-level layers ``base``, ``pool`` and ``head``), the layers of its ``base``; for any other model, its
-top-level layers (a ``base.feature_layer`` cuts that list short, which only the engine checks). They are written
+The names are those the engine picks from (``worker/training/bases.py``): for an image model this service
+exported (top-level layers ``base``, ``pool`` and ``head``), the layers of its ``base``; for any other image
+model, its top-level layers (a ``base.feature_layer`` cuts that list short, which only the engine checks). For a
+text model (string input) none are recorded: the engine picks among its KerasHub backbone's layers. They are written
 once, as ``<key>.layers.json`` beside the stored ``.keras`` file (an upload, or a model version's artifact); a
 base without that file is checked by the engine only.
 """
@@ -45,8 +46,16 @@ def _name(layer: dict[str, Any]) -> str:
     return name
 
 
-def base_layer_names(path: Path) -> list[str]:
-    """The names ``unfreeze_from_layer`` may take for the ``.keras`` file at ``path``, in model order."""
+def _takes_text(layers: list[dict[str, Any]]) -> bool:
+    return any(
+        layer.get("class_name") == "InputLayer" and (layer.get("config") or {}).get("dtype") == "string"
+        for layer in layers
+    )
+
+
+def base_layer_names(path: Path) -> list[str] | None:
+    """The names ``unfreeze_from_layer`` may take for the ``.keras`` file at ``path``, in model order; None for
+    a text model, whose backbone (a KerasHub model) lists its layers only once loaded."""
     try:
         with zipfile.ZipFile(path) as archive:
             info = archive.getinfo("config.json")
@@ -58,14 +67,18 @@ def base_layer_names(path: Path) -> list[str]:
     except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError
         raise NotAKerasModel(f"config.json is not valid JSON: {exc}") from exc
     layers = _layers(config)
+    if _takes_text(layers):
+        return None
     names = [_name(layer) for layer in layers]
     if EXPORTED_PARTS <= set(names):
         return [_name(layer) for layer in _layers(layers[names.index("base")])]
     return names
 
 
-def record_layer_names(store: ArtifactStore, keras_key: str, names: list[str]) -> None:
-    """Store ``names`` beside the ``.keras`` file stored at ``keras_key``."""
+def record_layer_names(store: ArtifactStore, keras_key: str, names: list[str] | None) -> None:
+    """Store ``names`` beside the ``.keras`` file stored at ``keras_key`` (nothing for None)."""
+    if names is None:
+        return
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "layers.json"
         path.write_text(json.dumps(names))

@@ -121,3 +121,17 @@ def test_domain_adaptation_from_an_earlier_model_version(client, admin_headers, 
     assert 0.0 <= adapted["metrics"]["target_accuracy_after"] <= 1.0
     v2 = client.get("/v1/models/colors/versions/2", headers=admin_headers).json()
     assert v2["parent_version_id"] == version["id"]
+
+
+def test_layer_names_are_recorded_for_image_models_only(tmp_path):
+    """A text model's backbone (KerasHub) lists its layers only once loaded: nothing is recorded for it, and the
+    engine checks ``unfreeze_from_layer`` when the job runs."""
+    from app.keras_layers import base_layer_names
+    from tests.model_factory import build_image_model, build_text_model
+
+    image, text = tmp_path / "image.keras", tmp_path / "text.keras"
+    build_image_model(["a", "b"], size=8).save(image)
+    build_text_model(["a", "b"], [["x"], ["y"]]).save(text)
+    names = base_layer_names(image)
+    assert names is not None and names[0] == "image" and len(names) == 4
+    assert base_layer_names(text) is None

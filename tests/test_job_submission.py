@@ -88,6 +88,11 @@ def test_each_submission_of_a_group_is_checked_on_its_own(settings, auth_headers
     ids = [created[0].id, keyed[0].id, cpu[0].id]
     jobs, events, task_ids = _stored(ids)
     assert (jobs, events) == (3, 3)  # nothing for the refused ones, one queued event each
+    from app.db import session_scope
+    from app.tables import Job
+
+    with session_scope() as session:  # columns no job sets are SQL NULL, not JSON null
+        assert session.scalar(select(func.count()).select_from(Job).where(Job.splits.is_(None))) == 3
     assert all(out[0].state == "queued" and out[0].enqueued_at for out in (created, keyed, cpu))
     held = messages_in_broker(settings, [settings.gpu_queue, settings.default_queue])
     assert held is not None and task_ids <= held and len(task_ids) == 3
@@ -161,3 +166,37 @@ def test_concurrent_http_submissions_are_committed_in_groups(settings, auth_head
     assert sum(sizes) == 31 and max(sizes) > 1, sizes  # grouped, and every submission exactly once
     jobs, events, task_ids = _stored(ids)
     assert (jobs, events, len(task_ids)) == (30, 30, 30)
+
+
+def test_a_submission_the_database_refuses_fails_alone(settings, auth_headers):
+    """An error the checks did not foresee (here a NUL byte, which Postgres refuses in text, sent past the API's
+    own check) fails its own submission only: the rest of the group is committed one by one."""
+    from sqlalchemy.exc import DataError
+
+    from app.job_submitter import JobRequest
+    from app.jobspec import JobSpec
+    from app.schemas.jobs import JobCreate
+
+    ours, theirs = ready_dataset("acme"), ready_dataset("other")
+    bad = JobCreate.model_construct(
+        dataset_id="x\x00", model_name="m", spec=JobSpec.model_validate(TINY_IMAGE_SPEC), priority=5, device="gpu"
+    )
+    group = [JobRequest(_key(auth_headers, "other"), _body(theirs)), JobRequest(_key(auth_headers), bad)]
+    group.append(JobRequest(_key(auth_headers), _body(ours)))
+    first, refused, last = _submitter(settings).commit(group)
+    assert isinstance(first, tuple) and isinstance(last, tuple) and first[1] and last[1]
+    assert isinstance(refused, DataError)
+    assert _stored([first[0].id, last[0].id])[:2] == (2, 2)
+
+
+def test_bad_idempotency_keys_and_nul_characters_are_422(client, admin_headers):
+    dataset = ready_dataset()
+    body = _body(dataset).model_dump(mode="json")
+    empty = client.post("/v1/jobs", headers={**admin_headers, "Idempotency-Key": ""}, json=body)
+    assert empty.status_code == 422 and "idempotency-key" in empty.json()["detail"].lower()
+    nul = client.post("/v1/jobs", headers=admin_headers, json={**body, "model_name": "m", "dataset_id": "a\u0000b"})
+    assert nul.status_code == 422 and "dataset_id" in nul.json()["detail"] and "NUL" in nul.json()["detail"]
+    deep = {**body, "spec": {**body["spec"], "base": {**body["spec"]["base"], "name": "Mobile\u0000"}}}
+    refused = client.post("/v1/jobs", headers=admin_headers, json=deep)
+    assert refused.status_code == 422 and "spec.base.name" in refused.json()["detail"]
+    assert client.get("/v1/jobs", headers=admin_headers).json()["total"] == 0

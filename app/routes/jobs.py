@@ -35,7 +35,7 @@ def _out(session: Session, job: Job) -> JobOut:
 async def submit_job(
     body: JobCreate,
     request: Request,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> Response:
     """201 with the new job; 200 with the earlier job for a repeated ``Idempotency-Key`` and body. The job is
     committed, and its message handed to the broker, before the answer is sent (see ``app.job_submitter``)."""

@@ -5,13 +5,34 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.jobspec import JobSpec
 
 
+def _nul_in(value: Any, path: str) -> str | None:
+    """The path of the first string under ``value`` holding a NUL character (the database refuses them)."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _nul_in(key, path) if isinstance(key, str) else None
+        found = found or _nul_in(item, f"{path}.{key}" if path else str(key))
+        if found:
+            return found
+    return None
+
+
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul_characters(cls, data: Any) -> Any:
+        where = _nul_in(data, "")
+        if where is not None:
+            raise ValueError(f"{where or 'body'}: text must not contain NUL (\\u0000) characters")
+        return data
 
     dataset_id: str = Field(min_length=1, max_length=32)
     model_name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

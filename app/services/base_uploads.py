@@ -51,7 +51,7 @@ def store_base(store: ArtifactStore, principal: Principal, upload: SpooledUpload
         "size_bytes": upload.size,
         "sha256": upload.sha256,
         "filename": upload.filename,
-        "layers": len(names),
+        "layers": len(names) if names is not None else None,
     }
 
 
@@ -59,7 +59,10 @@ def upload_layer_names(store: ArtifactStore, project_id: str, upload_id: str) ->
     """The layer names ``unfreeze_from_layer`` may take for an uploaded base (404 for an unknown upload)."""
     names = stored_layer_names(store, require_base(store, project_id, upload_id))
     if names is None:
-        raise NotFound(f"no layer names were recorded for uploaded base {upload_id}")
+        raise NotFound(
+            f"no layer names are recorded for uploaded base {upload_id} (a text model): "
+            "the engine checks unfreeze_from_layer when the job runs"
+        )
     return names
 
 

@@ -101,7 +101,8 @@ def _insert_new_jobs(session: Session, settings: Settings, jobs: list[Job]) -> N
     messages after the commit (one broker round trip). The ``Job`` objects stay outside the session."""
     if not jobs:
         return
-    columns = [column.key for column in Job.__table__.columns]
+    # Columns every job leaves empty are left out, so they are SQL NULL (an explicit None would be JSON null).
+    columns = [c.key for c in Job.__table__.columns if any(getattr(job, c.key) is not None for job in jobs)]
     session.execute(insert(cast(Table, Job.__table__)), [{key: getattr(job, key) for key in columns} for job in jobs])
     announce_created(session, jobs, hooks_by_project(session, {job.project_id for job in jobs}))
     messages = [JobMessage(job.id, job.queue, job.priority, job.task_id or "") for job in jobs]
