@@ -114,9 +114,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PoolTimeoutError)
     async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
         # The database is down, unreachable, out of connections or busy: not the client's fault and not a bug.
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
         if _sqlite_bug(exc):
             return await _unexpected(request, exc)
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path, reason)
         body = error_body("database_unavailable", "the database is unavailable or busy; retry shortly")
         return JSONResponse(body, 503, headers={"Retry-After": "1"})

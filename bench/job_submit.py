@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import numpy as np
 from PIL import Image
+from proc_stats import cpu_s
 from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,12 +55,6 @@ def _zip(per_class: int = 10) -> bytes:
                 Image.fromarray(px).save(out, format="PNG")
                 zf.writestr(f"{label}/{i}.png", out.getvalue())
     return buf.getvalue()
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds the process has used (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _port() -> int:
@@ -170,9 +165,9 @@ def main() -> int:
         submits: list[float] = []
         for r in range(args.rounds):  # alternated, so load from elsewhere on the machine hits both alike
             health = _load(port, headers, args.submissions, args.connections, "/healthz")
-            cpu = _cpu_s(procs[0].pid)
+            cpu = cpu_s(procs[0].pid)
             submit = _load(port, headers, args.submissions, args.connections, "/v1/jobs", payload)
-            cpu_ms = (_cpu_s(procs[0].pid) - cpu) * 1000 / args.submissions
+            cpu_ms = (cpu_s(procs[0].pid) - cpu) * 1000 / args.submissions
             healths.append(health["rate"])
             submits.append(submit["rate"])
             print(

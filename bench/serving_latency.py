@@ -38,6 +38,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from proc_stats import cpu_s  # noqa: E402
 
 
 def build_model(size: int):  # type: ignore[no-untyped-def]
@@ -80,12 +82,6 @@ def bare(serve, size: int, seconds: float) -> tuple[float, dict[str, float]]:  #
         rates[f"bare{batch}"] = batch * n / (time.perf_counter() - started)
         rates[f"bare{batch}_cpu_ms"] = (time.process_time() - cpu) * 1000 / (batch * n)
     return statistics.median(times) * 1000, rates
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds the process has used (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:

@@ -127,8 +127,10 @@ def _forget_after_commit(request: Request, session: Any, principal: Principal, n
 def _cleanup_after_commit(request: Request, session: Any, row: ModelVersion) -> None:
     store = get_store(request.app.state.settings)
     predictor: Predictor = request.app.state.predictor
-    keys = [a["key"] for a in (row.artifacts or {}).values() if isinstance(a, dict) and a.get("key")]
-    keys += [layers_key(a["key"]) for f, a in (row.artifacts or {}).items() if f == "keras" and isinstance(a, dict)]
+    keys: list[str] = []
+    for fmt, artifact in (row.artifacts or {}).items():
+        if isinstance(artifact, dict) and artifact.get("key"):
+            keys += [artifact["key"], layers_key(artifact["key"])] if fmt == "keras" else [artifact["key"]]
     version_id = row.id
 
     def cleanup() -> None:

@@ -76,11 +76,10 @@ def send_job(session: Session, settings: Settings, job: Job, countdown: float | 
 
 
 def _new_job(settings: Settings, template: dict[str, Any]) -> Job:
-    """A queued job (not yet added anywhere) with every column set, so that new jobs insert as one statement."""
+    """A queued job, not yet added anywhere (``_insert_new_jobs`` inserts it); columns it leaves unset read None."""
     now = utcnow()
     device = template.get("device") or settings.default_device
-    row: dict[str, Any] = {column.key: None for column in Job.__table__.columns}
-    row.update(
+    row: dict[str, Any] = dict(
         id=new_id(),
         state="queued",
         attempts=0,
